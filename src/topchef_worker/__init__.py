@@ -1,0 +1,38 @@
+"""Run TopChef job-processing services in Python.
+
+The public API is re-exported here; everything else lives in private modules.
+Errors are in :mod:`topchef_worker.exceptions`, the in-process test server in
+:mod:`topchef_worker.testing`.
+"""
+
+from __future__ import annotations
+
+from ._client import DEFAULT_TIMEOUT, TopChefClient
+from ._models import ErrorEntry, Job, JobStatus, JobSummary, Service, ServiceSummary
+from .exceptions import TopChefError, is_transient
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ErrorEntry",
+    "Job",
+    "JobStatus",
+    "JobSummary",
+    "Service",
+    "ServiceSummary",
+    "TopChefClient",
+    "TopChefError",
+    "__version__",
+    "is_transient",
+]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("topchef-worker")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+__version__ = _version()

@@ -1,0 +1,306 @@
+"""The HTTP side of :class:`TopChefServer`: sockets, threads, faults and the log.
+
+Each connection gets a thread (HTTP/1.1 keep-alive, so a client reuses it), but every
+request is handled under one lock, because the real server handles one request at a
+time and clients must be tested against that.  Stopping the server closes every
+connection and joins every thread; starting it again binds the same port and keeps
+the state, which is how tests simulate a server restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import http
+import socket
+import socketserver
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from typing import Callable
+from urllib.parse import unquote
+
+import attrs
+
+from ._app import AppRequest, AppResponse, Clock, TopChefApp
+from ._faults import Action, Faults
+
+__all__ = ["LoggedRequest", "TopChefServer"]
+
+_REASONS = {status.value: status.phrase.upper() for status in http.HTTPStatus}
+
+
+@attrs.frozen(kw_only=True)
+class LoggedRequest:
+    """A request the server received, and the status it answered (None if dropped).
+
+    ``method`` is the verb on the wire; an ``X-HTTP-Method-Override`` header, if
+    any, is in ``headers`` (names are lower case).
+    """
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str] = attrs.field(hash=False)
+    body: bytes
+    status: int | None
+
+
+class TopChefServer:
+    """A faithful, in-memory TopChef server on loopback, for tests and demos.
+
+    Args:
+        host: The address to bind; loopback by default.
+        port: The port; 0 picks a free one.  Kept across :meth:`stop` and
+            :meth:`start`, so a restarted server is at the same URL.
+        clock: Returns the current time as an aware UTC datetime; see
+            :class:`ManualClock`.
+        log_size: How many requests :attr:`requests` keeps (the newest); None for all.
+
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`::
+
+        with TopChefServer() as server:
+            client = TopChefClient(server.url)
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Clock | None = None,
+        log_size: int | None = 10_000,
+    ) -> None:
+        self.host = host
+        self._port = port
+        self.app = TopChefApp(clock)
+        self.faults = Faults()
+        self._lock = threading.Lock()
+        self._log: deque[LoggedRequest] = deque(maxlen=log_size)
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._sleep: Callable[[float], None] = time.sleep
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<TopChefServer {self.url} {state}>"
+
+    @property
+    def port(self) -> int:
+        """The bound port (0 before the first start with ``port=0``)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The base URL, without a trailing slash."""
+        return f"http://{self.host}:{self._port}"
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._httpd is not None
+
+    def start(self) -> TopChefServer:
+        """Start serving (again, on the same port, with the same state)."""
+        if self._httpd is not None:
+            return self
+        httpd = _HTTPServer((self.host, self._port), self)
+        self._port = httpd.server_address[1]
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"topchef-server-{self._port}",
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving: close the listening socket and every connection, join threads.
+
+        Clients with a request in flight see the connection drop.  The state is kept.
+        """
+        httpd, thread = self._httpd, self._thread
+        if httpd is None or thread is None:
+            return
+        self._httpd = self._thread = None
+        httpd.shutdown()
+        httpd.close_connections()
+        httpd.server_close()
+        thread.join()
+
+    def __enter__(self) -> TopChefServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def requests(self) -> list[LoggedRequest]:
+        """The requests received so far, oldest first (at most ``log_size``)."""
+        with self._lock:
+            return list(self._log)
+
+    def clear_requests(self) -> None:
+        """Forget the requests received so far."""
+        with self._lock:
+            self._log.clear()
+
+    def process(self, request: AppRequest, query: str, host: str) -> AppResponse | None:
+        """Handle one request under the server lock; None means drop the connection."""
+        with self._lock:
+            delay, fault = self.faults.take(request.method, request.path)
+            if delay:
+                self._sleep(delay)
+            response: AppResponse | None
+            if fault is None or fault.action is Action.DROP_AFTER:
+                response = self.app.handle(request, host)
+                if fault is not None:
+                    response = None
+            elif fault.action is Action.RESPOND:
+                response = AppResponse(fault.status, fault.content_type, fault.body, fault.headers)
+            else:
+                response = None
+            self._log.append(
+                LoggedRequest(
+                    method=request.method,
+                    path=request.path,
+                    query=query,
+                    headers=request.headers,
+                    body=request.body,
+                    status=None if response is None else response.status,
+                )
+            )
+            return response
+
+
+class _HTTPServer(socketserver.ThreadingTCPServer):
+    # Plain TCPServer rather than http.server.HTTPServer, whose server_bind looks up
+    # the host's FQDN: a DNS query on every start.
+    allow_reuse_address = True
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, address: tuple[str, int], owner: TopChefServer) -> None:
+        self.owner = owner
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        self._closing = False
+        super().__init__(address, _Handler)
+
+    def track(self, connection: socket.socket) -> bool:
+        """Register a connection; False if the server is already closing."""
+        with self._connections_lock:
+            if self._closing:
+                return False
+            self._connections.add(connection)
+            return True
+
+    def untrack(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            self._closing = True
+            connections = list(self._connections)
+        for connection in connections:
+            _shutdown(connection)
+
+
+def _shutdown(connection: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed by the peer
+        connection.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "topchef"
+    sys_version = ""
+    disable_nagle_algorithm = True
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        if not self.server.track(self.connection):
+            _shutdown(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # the request log is the server's record; stderr stays quiet
+
+    def handle_one_request(self) -> None:
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+        except OSError:
+            self.close_connection = True
+            return
+        if not self.raw_requestline or len(self.raw_requestline) > 65536:
+            self.close_connection = True
+            return
+        if not self.parse_request():
+            return
+        try:
+            body = self._read_body()
+        except (OSError, ValueError):
+            self.close_connection = True
+            return
+        path, _, query = self.path.partition("?")
+        request = AppRequest(
+            method=self.command,
+            path=unquote(path),
+            headers={name.lower(): value for name, value in self.headers.items()},
+            body=body,
+        )
+        host = self.headers.get("Host") or f"{self.server.owner.host}:{self.server.owner.port}"
+        response = self.server.owner.process(request, query, host)
+        if response is None:
+            self.close_connection = True
+            _shutdown(self.connection)
+            return
+        try:
+            self.wfile.write(self._encode(response))
+        except OSError:
+            self.close_connection = True
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return b"".join(self._chunks())
+        length = int(self.headers.get("Content-Length") or 0)
+        if length < 0:
+            raise ValueError("negative Content-Length")
+        return self.rfile.read(length) if length else b""
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            size = int(self.rfile.readline(1024).split(b";", 1)[0], 16)
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return
+            yield self.rfile.read(size)
+            self.rfile.readline(1024)
+
+    def _encode(self, response: AppResponse) -> bytes:
+        status = response.status
+        body = b"" if self.command == "HEAD" else response.body
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'UNKNOWN')}",
+            "Server: topchef",
+            f"Date: {email.utils.formatdate(usegmt=True)}",
+        ]
+        if response.content_type is not None:
+            lines.append(f"Content-Type: {response.content_type}")
+        if status != 204:
+            lines.append(f"Content-Length: {len(body)}")
+        lines.extend(f"{name}: {value}" for name, value in response.headers)
+        if self.close_connection:
+            lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
