@@ -101,12 +101,13 @@ def job_summary(obj: object, where: str = "job") -> JobSummary:
 
 def job(obj: object, service_id: str | None = None, where: str = "job") -> Job:
     """Parse a full job view; results may be null until a worker sets them."""
-    results = field(obj, "results", (dict, type(None)), where)
+    job_id = _id(obj, "id", where)
+    status = _status(obj, where)
     return Job(
-        id=_id(obj, "id", where),
-        status=_status(obj, where),
+        id=job_id,
+        status=status,
         parameters=field(obj, "parameters", dict, where),
-        results=results,
+        results=field(obj, "results", (dict, type(None)), where),
         date_submitted=_date(obj, "date_submitted", where),
         service_id=service_id,
     )

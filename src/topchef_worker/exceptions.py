@@ -28,9 +28,10 @@ since they may cross a process pool.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._models import ErrorEntry
+if TYPE_CHECKING:
+    from ._models import ErrorEntry
 
 __all__ = [
     "ClientError",

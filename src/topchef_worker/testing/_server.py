@@ -34,10 +34,12 @@ _REASONS = {status.value: status.phrase.upper() for status in http.HTTPStatus}
 
 @attrs.frozen(kw_only=True)
 class LoggedRequest:
-    """A request the server received, and the status it answered (None if dropped).
+    """A request the server received and what became of it.
 
     ``method`` is the verb on the wire; an ``X-HTTP-Method-Override`` header, if
-    any, is in ``headers`` (names are lower case).
+    any, is in ``headers`` (names are lower case).  ``status`` is the status the
+    server answered, or would have answered had the connection not been ``dropped``
+    after handling; it is None for a request dropped before handling.
     """
 
     method: str
@@ -46,6 +48,7 @@ class LoggedRequest:
     headers: dict[str, str] = attrs.field(hash=False)
     body: bytes
     status: int | None
+    dropped: bool = False
 
 
 class TopChefServer:
@@ -154,15 +157,12 @@ class TopChefServer:
             delay, fault = self.faults.take(request.method, request.path)
             if delay:
                 self._sleep(delay)
-            response: AppResponse | None
+            response: AppResponse | None = None
             if fault is None or fault.action is Action.DROP_AFTER:
                 response = self.app.handle(request, host)
-                if fault is not None:
-                    response = None
             elif fault.action is Action.RESPOND:
                 response = AppResponse(fault.status, fault.content_type, fault.body, fault.headers)
-            else:
-                response = None
+            dropped = fault is not None and fault.action is not Action.RESPOND
             self._log.append(
                 LoggedRequest(
                     method=request.method,
@@ -171,9 +171,10 @@ class TopChefServer:
                     headers=request.headers,
                     body=request.body,
                     status=None if response is None else response.status,
+                    dropped=dropped,
                 )
             )
-            return response
+            return None if dropped else response
 
 
 class _HTTPServer(socketserver.ThreadingTCPServer):
