@@ -43,7 +43,7 @@ class _Bare(BaseHTTPRequestHandler):
 
     do_GET = do_PATCH = _answer  # noqa: N815 - the http.server naming convention
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
