@@ -111,9 +111,7 @@ def main() -> None:
             ),
             (
                 "http.client  GET jobs/next (200)",
-                _rate(
-                    _http_client_sender(server.port, "GET", f"/services/{busy}/jobs/next"), n, r
-                ),
+                _rate(_http_client_sender(server.port, "GET", f"/services/{busy}/jobs/next"), n, r),
             ),
             (
                 "http.client  PATCH heartbeat",
