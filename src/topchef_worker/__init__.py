@@ -7,8 +7,12 @@ Errors are in :mod:`topchef_worker.exceptions`, the in-process test server in
 
 from __future__ import annotations
 
+import logging
+
 from ._client import DEFAULT_TIMEOUT, TopChefClient
 from ._models import ErrorEntry, Job, JobStatus, JobSummary, Service, ServiceSummary
+from ._stats import WorkerState, WorkerStats
+from ._worker import Worker
 from .exceptions import TopChefError, is_transient
 
 __all__ = [
@@ -21,9 +25,16 @@ __all__ = [
     "ServiceSummary",
     "TopChefClient",
     "TopChefError",
+    "Worker",
+    "WorkerState",
+    "WorkerStats",
     "__version__",
     "is_transient",
 ]
+
+# The library logs to "topchef_worker" and leaves configuring handlers to the
+# application (the command line does it for `topchef-worker run`).
+logging.getLogger("topchef_worker").addHandler(logging.NullHandler())
 
 
 def _version() -> str:

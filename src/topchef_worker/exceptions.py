@@ -3,8 +3,15 @@
 .. code-block:: text
 
     TopChefError
+    ├── ConfigurationError           (also a ValueError) a worker or handler set up
+    │                                wrongly: no URL, a duplicate handler, ...
     ├── InvalidRequestError          (also a ValueError) nothing was sent: a malformed
     │                                id, parameters that are not an object, ...
+    ├── JobError                     why a job ended ERROR (``job_id``, ``service_id``);
+    │   │                            what ``error_results`` callables receive
+    │   ├── InvalidParametersError   parameters fail the registration schema
+    │   ├── InvalidResultsError      a handler returned something that cannot be sent
+    │   └── JobTimeoutError          a handler ran past its ``timeout``
     ├── TransportError               no answer: connection refused or reset, ...
     │   └── RequestTimeoutError      ... or the connect / read timeout expired
     └── ResponseError                an answer, but not the one asked for
@@ -35,8 +42,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClientError",
+    "ConfigurationError",
+    "InvalidParametersError",
     "InvalidRequestError",
+    "InvalidResultsError",
+    "JobError",
     "JobNotFoundError",
+    "JobTimeoutError",
     "NotFoundError",
     "RejectedError",
     "RequestTimeoutError",
@@ -76,6 +88,53 @@ class TopChefError(Exception):
 
 class InvalidRequestError(TopChefError, ValueError):
     """An argument cannot make a valid request; nothing was sent to the server."""
+
+
+class ConfigurationError(TopChefError, ValueError):
+    """A worker or handler is set up wrongly; raised before any job runs."""
+
+
+class JobError(TopChefError):
+    """Why a job ended ERROR although the handler did not raise.
+
+    Passed to a handler's ``error_results`` callable like a handler's own exception.
+    """
+
+    def __init__(self, message: str, *, job_id: str, service_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.service_id = service_id
+
+
+class InvalidParametersError(JobError):
+    """The job's parameters fail the service's registration schema (``reasons``)."""
+
+    def __init__(
+        self, message: str, *, job_id: str, service_id: str, reasons: Sequence[str] = ()
+    ) -> None:
+        super().__init__(message, job_id=job_id, service_id=service_id)
+        self.reasons = tuple(reasons)
+
+
+class InvalidResultsError(JobError):
+    """The handler's return value cannot be sent as results (``reasons``).
+
+    Not a dict, not JSON-serialisable, or failing the service's result schema.
+    """
+
+    def __init__(
+        self, message: str, *, job_id: str, service_id: str, reasons: Sequence[str] = ()
+    ) -> None:
+        super().__init__(message, job_id=job_id, service_id=service_id)
+        self.reasons = tuple(reasons)
+
+
+class JobTimeoutError(JobError):
+    """The handler did not finish within its ``timeout`` (``seconds``)."""
+
+    def __init__(self, message: str, *, job_id: str, service_id: str, seconds: float) -> None:
+        super().__init__(message, job_id=job_id, service_id=service_id)
+        self.seconds = seconds
 
 
 class TransportError(TopChefError):

@@ -81,6 +81,7 @@ class TopChefServer:
         self.app = TopChefApp(clock)
         self.faults = Faults()
         self._lock = threading.Lock()
+        self._logged = threading.Condition(self._lock)
         self._log: deque[LoggedRequest] = deque(maxlen=log_size)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -146,6 +147,32 @@ class TopChefServer:
         with self._lock:
             return list(self._log)
 
+    def wait_for_requests(
+        self, predicate: Callable[[list[LoggedRequest]], bool], timeout: float = 10.0
+    ) -> list[LoggedRequest]:
+        """Block until *predicate* holds for the request log, and return the log.
+
+        The predicate is checked now and after every request the server handles, so
+        a test waits exactly as long as it must, e.g. for the next heartbeat::
+
+            server.wait_for_requests(lambda log: len(log) > before)
+
+        Raises :class:`TimeoutError` if it does not hold within *timeout* seconds.
+        """
+        deadline = time.monotonic() + timeout
+        with self._logged:
+            while True:
+                log = list(self._log)
+                if predicate(log):
+                    return log
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"the request log did not satisfy the condition within {timeout:g} s "
+                        f"({len(log)} requests logged)"
+                    )
+                self._logged.wait(remaining)
+
     def clear_requests(self) -> None:
         """Forget the requests received so far."""
         with self._lock:
@@ -174,6 +201,7 @@ class TopChefServer:
                     dropped=dropped,
                 )
             )
+            self._logged.notify_all()
             return None if dropped else response
 
 

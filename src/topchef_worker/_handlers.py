@@ -1,0 +1,191 @@
+"""Handler registrations: what a user's function is for and how to call it.
+
+A registration is checked when the decorator runs, so a mistake (a non-callable, a
+signature that cannot take the parameters, a nonsense concurrency) fails at import
+time with a message naming the function, not hours later inside a worker thread.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, Callable, Optional
+
+import attrs
+
+from ._ids import parse_id
+from .exceptions import ConfigurationError
+
+__all__ = ["HandlerSpec", "ServiceSpec", "accepts_job", "positive_seconds"]
+
+ErrorResults = Callable[[BaseException], Optional[Mapping[str, Any]]]
+
+
+def positive_seconds(value: float | timedelta | None, name: str) -> float | None:
+    """Normalise a duration to float seconds; None stays None; nonsense fails."""
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ConfigurationError(f"{name} must be seconds or a timedelta, got {value!r}")
+    if not seconds > 0:
+        raise ConfigurationError(f"{name} must be positive, got {value!r}")
+    return float(seconds)
+
+
+def _name(fn: object) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def accepts_job(fn: Callable[..., Any]) -> bool:
+    """Tell whether *fn* is called ``fn(parameters, job)`` rather than ``fn(parameters)``.
+
+    A handler asks for the job record by having a parameter named ``job``.  A
+    signature that can take neither call is refused with a message that shows it.
+    """
+    if not callable(fn):
+        raise ConfigurationError(f"a handler must be callable, got {fn!r:.80}")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False  # builtins without a signature: assume fn(parameters)
+    if "job" in signature.parameters:
+        try:
+            signature.bind({}, job=None)
+        except TypeError:
+            pass
+        else:
+            return True
+    try:
+        signature.bind({})
+    except TypeError:
+        raise ConfigurationError(
+            f"handler {_name(fn)}{signature} cannot be called as "
+            f"{_name(fn)}(parameters) or {_name(fn)}(parameters, job)"
+        ) from None
+    return False
+
+
+@attrs.frozen(kw_only=True)
+class ServiceSpec:
+    """A service to find by name and schemas, or to create, when the worker starts."""
+
+    name: str
+    description: str
+    job_registration_schema: dict[str, Any] = attrs.field(hash=False)
+    job_result_schema: dict[str, Any] = attrs.field(hash=False)
+    timeout: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class HandlerSpec:
+    """One registered handler and the options it was registered with.
+
+    Exactly one of ``service_id`` and ``service`` is set.  ``concurrency`` caps the
+    handler's jobs in flight (None: only ``max_jobs`` does); ``timeout`` is the job
+    deadline in seconds; ``error_results`` turns a failure into results sent with
+    ERROR.
+    """
+
+    fn: Callable[..., Any]
+    service_id: str | None = None
+    service: ServiceSpec | None = None
+    concurrency: int | None = None
+    timeout: float | None = None
+    error_results: ErrorResults | None = None
+    pass_job: bool = False
+
+    @property
+    def label(self) -> str:
+        """How logs and errors name the handler's service before its id is known."""
+        if self.service_id is not None:
+            return self.service_id
+        assert self.service is not None
+        return f"{self.service.name!r}"
+
+    @classmethod
+    def build(
+        cls,
+        fn: Callable[..., Any],
+        *,
+        service_id: str | None,
+        name: str | None,
+        description: str | None,
+        job_registration_schema: Mapping[str, Any] | None,
+        job_result_schema: Mapping[str, Any] | None,
+        service_timeout: float | timedelta | None,
+        concurrency: int | None,
+        timeout: float | timedelta | None,
+        error_results: ErrorResults | None,
+    ) -> HandlerSpec:
+        """Check every option and build the registration, or fail naming the problem."""
+        pass_job = accepts_job(fn)
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
+            raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if error_results is not None and not callable(error_results):
+            raise ConfigurationError(f"error_results must be callable, got {error_results!r:.80}")
+        job_timeout = positive_seconds(timeout, "timeout")
+        spec_fields = {
+            "name": name,
+            "description": description,
+            "job_registration_schema": job_registration_schema,
+            "job_result_schema": job_result_schema,
+        }
+        given = [key for key, value in spec_fields.items() if value is not None]
+        if service_id is not None:
+            if given or service_timeout is not None:
+                raise ConfigurationError(
+                    f"handler {_name(fn)}: give either a service id or a service "
+                    f"description ({', '.join(given) or 'service_timeout'}), not both"
+                )
+            canonical = parse_id(service_id)
+            if canonical is None:
+                raise ConfigurationError(
+                    f"handler {_name(fn)}: {service_id!r} is not a service id (a UUID)"
+                )
+            return cls(
+                fn=fn,
+                service_id=canonical,
+                concurrency=concurrency,
+                timeout=job_timeout,
+                error_results=error_results,
+                pass_job=pass_job,
+            )
+        missing = [key for key, value in spec_fields.items() if value is None]
+        if missing:
+            raise ConfigurationError(
+                f"handler {_name(fn)}: give a service id, or all of name, description, "
+                f"job_registration_schema and job_result_schema (missing: {', '.join(missing)})"
+            )
+        for key in ("name", "description"):
+            if not isinstance(spec_fields[key], str):
+                raise ConfigurationError(f"{key} must be a string, got {spec_fields[key]!r:.60}")
+        for key in ("job_registration_schema", "job_result_schema"):
+            if not isinstance(spec_fields[key], Mapping):
+                raise ConfigurationError(
+                    f"{key} must be a JSON object, got {spec_fields[key]!r:.60}"
+                )
+        seconds = positive_seconds(service_timeout, "service_timeout")
+        if seconds is not None and seconds != int(seconds):
+            raise ConfigurationError(
+                f"service_timeout must be whole seconds (TopChef stores an int), got "
+                f"{service_timeout!r}"
+            )
+        service = ServiceSpec(
+            name=str(name),
+            description=str(description),
+            job_registration_schema=dict(job_registration_schema or {}),
+            job_result_schema=dict(job_result_schema or {}),
+            timeout=None if seconds is None else int(seconds),
+        )
+        return cls(
+            fn=fn,
+            service=service,
+            concurrency=concurrency,
+            timeout=job_timeout,
+            error_results=error_results,
+            pass_job=pass_job,
+        )

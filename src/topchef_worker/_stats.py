@@ -1,0 +1,56 @@
+"""Snapshots of a worker's state for callers and monitoring."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import attrs
+
+__all__ = ["WorkerState", "WorkerStats"]
+
+
+class WorkerState(str, enum.Enum):
+    """Where a worker is in its life."""
+
+    NEW = "NEW"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.frozen(kw_only=True)
+class WorkerStats:
+    """Counters since the worker started, and the jobs in flight now.
+
+    Attributes:
+        claimed: Jobs claimed (PATCHed to WORKING).
+        completed: Jobs reported COMPLETED.
+        failed: Jobs reported ERROR.
+        requeued: Claimed jobs put back to REGISTERED (at stop, unstarted).
+        in_flight: Claimed jobs whose outcome is not yet delivered.
+        polls: Polls sent; ``empty_polls`` found nothing, ``poll_errors`` failed.
+        heartbeats_sent: Successful check-ins; ``heartbeats_failed`` failed ones.
+        last_heartbeat: Per service id, when its last check-in succeeded (UTC).
+        overrun: Handlers still running after their job timed out.
+        undelivered: Outcomes the worker gave up delivering (see the log).
+    """
+
+    state: WorkerState
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    requeued: int = 0
+    in_flight: int = 0
+    polls: int = 0
+    empty_polls: int = 0
+    poll_errors: int = 0
+    heartbeats_sent: int = 0
+    heartbeats_failed: int = 0
+    last_heartbeat: dict[str, datetime | None] = attrs.field(factory=dict, hash=False)
+    overrun: int = 0
+    undelivered: int = 0

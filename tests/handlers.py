@@ -1,0 +1,11 @@
+"""Module-level handlers, importable by name so that a process pool can run them."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def square(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Square x, and say which process did it."""
+    return {"y": parameters["x"] ** 2, "pid": os.getpid()}
