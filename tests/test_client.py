@@ -44,9 +44,9 @@ def test_every_request_has_both_timeouts(server: TopChefServer) -> None:
     seen = []
 
     class Recording(requests.Session):
-        def request(self, *args: object, **kwargs: object) -> requests.Response:  # type: ignore[override]
+        def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:  # type: ignore[override]
             seen.append(kwargs.get("timeout"))
-            return super().request(*args, **kwargs)  # type: ignore[arg-type]
+            return super().send(request, **kwargs)  # type: ignore[arg-type]
 
     with Recording() as session:
         client = TopChefClient(server.url, session=session, timeout=(1.5, 7))
@@ -76,7 +76,8 @@ def test_base_url_must_be_http(url: str) -> None:
 
 
 def test_injected_session_is_used_and_left_open(server: TopChefServer) -> None:
-    """The client sends through the given session and does not close it."""
+    """The client sends through the given session, with its headers, and does not
+    close it."""
     session = requests.Session()
     session.headers["X-Lab"] = "fid-1"
     with TopChefClient(server.url, session=session) as client:
@@ -539,3 +540,34 @@ def test_job_id_is_a_uuid4(client: TopChefClient, adder: Service) -> None:
     """Ids are canonical UUID4 strings."""
     job = client.submit_job(adder.id, {"a": 1, "b": 2})
     assert 4 == uuid.UUID(job.id).version
+
+
+def test_proxy_settings_are_read_once_at_construction(
+    server: TopChefServer, adder: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client's own session takes proxies from the environment when it is made,
+    not on every request."""
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    before = TopChefClient(server.url)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    after = TopChefClient(server.url)
+    assert adder.id == before.service(adder.id).id
+    with pytest.raises(TransportError):
+        after.service(adder.id)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert adder.id == TopChefClient(server.url).service(adder.id).id
+
+
+def test_session_auth_and_headers_are_sent(server: TopChefServer, adder: Service) -> None:
+    """An injected session's auth and headers reach the server on every request."""
+    session = requests.Session()
+    session.auth = ("lab", "secret")
+    session.headers["X-Instrument"] = "nmr-1"
+    client = TopChefClient(server.url, session=session)
+    client.check_in(adder.id)
+    client.update_job(client.submit_job(adder.id, {"a": 1, "b": 2}).id, status="WORKING")
+    for logged in server.requests[-3:]:
+        assert logged.headers["authorization"].startswith("Basic ")
+        assert "nmr-1" == logged.headers["x-instrument"]
+    session.close()

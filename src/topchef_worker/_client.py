@@ -24,6 +24,7 @@ import requests
 from . import _parse
 from ._ids import id_from_url, parse_id
 from ._models import ErrorEntry, Job, JobStatus, JobSummary, Service, ServiceSummary
+from ._session import make_session
 from .exceptions import (
     ClientError,
     InvalidRequestError,
@@ -119,8 +120,9 @@ class TopChefClient:
         base_url: The server's root, e.g. ``http://topchef.lab:5000``, with or without
             a trailing slash.
         session: The :class:`requests.Session` to send requests with; by default the
-            client makes one and closes it in :meth:`close`.  Pass your own for proxies,
-            TLS settings or adapters; the client never changes it.
+            client makes one, which reads proxy and CA settings from the environment
+            once rather than on every request, and closes it in :meth:`close`.  Pass
+            your own for other TLS settings or adapters; the client never changes it.
         timeout: Seconds (or a timedelta) for both connecting and reading, or a
             ``(connect, read)`` pair.  Every request has both.
     """
@@ -137,7 +139,13 @@ class TopChefClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = _timeout_pair(timeout)
         self._owns_session = session is None
-        self.session = requests.Session() if session is None else session
+        self.session = make_session(self.base_url) if session is None else session
+        # What Session.request would read from the environment on every call
+        # (proxies, CA bundle), read once.
+        self._send_settings = self.session.merge_environment_settings(
+            self.base_url, {}, None, None, None
+        )
+        self._templates: dict[tuple[str, bool], requests.PreparedRequest] = {}
 
     def __repr__(self) -> str:
         return f"TopChefClient({self.base_url!r})"
@@ -399,12 +407,11 @@ class TopChefClient:
                 ) from error
             headers = _JSON_HEADERS
         try:
-            response = self.session.request(
-                method,
-                self.base_url + path,
-                data=data,
-                headers=headers,
+            response = self.session.send(
+                self._prepare(method, path, data, headers),
                 timeout=self.timeout,
+                allow_redirects=False,
+                **self._send_settings,
             )
         except requests.Timeout as error:
             raise RequestTimeoutError(
@@ -422,6 +429,35 @@ class TopChefClient:
         if response.status_code not in expect:
             self._fail(method, path, response, service_id=service_id, job_id=job_id)
         return response
+
+    def _prepare(
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str] | None
+    ) -> requests.PreparedRequest:
+        """Build a request from a per-method template instead of preparing it anew.
+
+        ``Session.request`` merges the session's settings and parses the URL on every
+        call, which costs as much as the rest of a request to a local server.  The
+        merge is done once per method here (the session's headers, auth and cookies
+        as they are at that first request); only the URL and the body change.
+        """
+        key = (method, headers is not None)
+        template = self._templates.get(key)
+        if template is None:
+            template = self.session.prepare_request(
+                requests.Request(method, self.base_url + "/", headers=headers)
+            )
+            self._templates[key] = template
+        assert template.url is not None
+        prepared = requests.PreparedRequest()
+        prepared.method = template.method
+        prepared.url = template.url[:-1] + path
+        prepared.headers = template.headers.copy()
+        prepared._cookies = template._cookies  # type: ignore[attr-defined]
+        prepared.hooks = template.hooks
+        prepared.body = data
+        if data is not None:
+            prepared.headers["Content-Length"] = str(len(data))
+        return prepared
 
     def _fail(
         self,

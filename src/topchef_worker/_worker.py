@@ -39,7 +39,6 @@ from typing import Any, Callable, TypeVar
 
 import attrs
 import requests
-import requests.adapters
 
 from . import _schemas
 from ._client import DEFAULT_TIMEOUT, TimeoutLike, TopChefClient
@@ -47,6 +46,7 @@ from ._execution import call_handler
 from ._handlers import ErrorResults, HandlerSpec, ServiceSpec, positive_seconds
 from ._models import Job, JobStatus, Service
 from ._policy import Report, error_reports, heartbeat_delay, poll_delay, success_reports
+from ._session import make_session
 from ._stats import WorkerState, WorkerStats
 from .exceptions import (
     ConfigurationError,
@@ -333,7 +333,7 @@ class Worker:
             heartbeat_threads, io_threads = self._pool_sizes()
             session = self._session
             if session is None:
-                session = self._made_session = _pooled_session(heartbeat_threads + io_threads)
+                session = self._made_session = make_session(url, heartbeat_threads + io_threads)
             try:
                 client = TopChefClient(url, session=session, timeout=self.request_timeout)
             except ValueError as error:
@@ -1103,12 +1103,3 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, TopChefError):
         return str(error)
     return f"{type(error).__name__}: {error}"
-
-
-def _pooled_session(connections: int) -> requests.Session:
-    """A session whose connection pool holds a connection for each worker thread."""
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=connections)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session

@@ -18,7 +18,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from typing import Callable
 from urllib.parse import unquote
 
@@ -244,12 +243,19 @@ def _shutdown(connection: socket.socket) -> None:
         connection.shutdown(socket.SHUT_RDWR)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "topchef"
-    sys_version = ""
+class _Handler(socketserver.StreamRequestHandler):
+    """HTTP/1.1 with keep-alive, parsed by hand.
+
+    http.server's parser goes through the email package and cost half of the
+    server's time per request; TopChef clients send small, well-formed requests, so
+    a plain line parser serves them at a fraction of that.
+    """
+
     disable_nagle_algorithm = True
     server: _HTTPServer
+    close_connection: bool
+    command: str
+    headers: dict[str, str]
 
     def setup(self) -> None:
         super().setup()
@@ -262,33 +268,53 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.untrack(self.connection)
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # the request log is the server's record; stderr stays quiet
+    def handle(self) -> None:
+        self.close_connection = False
+        while not self.close_connection:
+            self.handle_one_request()
+
+    def _read_head(self) -> bool:
+        """Read the request line and headers; False to close the connection."""
+        line = self.rfile.readline(65537)
+        if not line or len(line) > 65536:
+            return False
+        words = line.decode("latin-1").split()
+        if len(words) != 3 or not words[2].startswith("HTTP/1."):
+            self.wfile.write(b"HTTP/1.1 400 BAD REQUEST\r\nContent-Length: 0\r\n\r\n")
+            return False
+        self.command, self.path, version = words
+        headers: dict[str, str] = {}
+        for _ in range(200):
+            raw = self.rfile.readline(65537)
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = raw.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        else:
+            return False
+        self.headers = headers
+        connection = headers.get("connection", "").lower()
+        self.close_connection = connection == "close" or (
+            version == "HTTP/1.0" and connection != "keep-alive"
+        )
+        if headers.get("expect", "").lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 CONTINUE\r\n\r\n")
+        return True
 
     def handle_one_request(self) -> None:
         try:
-            self.raw_requestline = self.rfile.readline(65537)
-        except OSError:
-            self.close_connection = True
-            return
-        if not self.raw_requestline or len(self.raw_requestline) > 65536:
-            self.close_connection = True
-            return
-        if not self.parse_request():
-            return
-        try:
+            if not self._read_head():
+                self.close_connection = True
+                return
             body = self._read_body()
         except (OSError, ValueError):
             self.close_connection = True
             return
         path, _, query = self.path.partition("?")
         request = AppRequest(
-            method=self.command,
-            path=unquote(path),
-            headers={name.lower(): value for name, value in self.headers.items()},
-            body=body,
+            method=self.command, path=unquote(path), headers=self.headers, body=body
         )
-        host = self.headers.get("Host") or f"{self.server.owner.host}:{self.server.owner.port}"
+        host = self.headers.get("host") or f"{self.server.owner.host}:{self.server.owner.port}"
         response = self.server.owner.process(request, query, host)
         if response is None:
             self.close_connection = True
@@ -300,9 +326,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
             return b"".join(self._chunks())
-        length = int(self.headers.get("Content-Length") or 0)
+        length = int(self.headers.get("content-length") or 0)
         if length < 0:
             raise ValueError("negative Content-Length")
         return self.rfile.read(length) if length else b""
