@@ -42,4 +42,5 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Run the benchmarks and print their figures (see benchmarks/README.md)."""
     session.install("-e", ".[validation]")
-    session.run("python", "benchmarks/server_rate.py", *session.posargs)
+    session.run("python", "benchmarks/server_rate.py")
+    session.run("python", "benchmarks/worker_throughput.py", *session.posargs)
