@@ -35,7 +35,8 @@ def server(clock: ManualClock) -> Iterator[TopChefServer]:
 
 @pytest.fixture
 def client(server: TopChefServer) -> Iterator[TopChefClient]:
-    with TopChefClient(server.url, timeout=5.0) as running:
+    # No retries: each test sees exactly the requests it causes.
+    with TopChefClient(server.url, timeout=5.0, retry=None) as running:
         yield running
 
 

@@ -18,6 +18,7 @@ from topchef_worker.exceptions import (
     NotFoundError,
     RejectedError,
     RequestTimeoutError,
+    ResponseTooLargeError,
     ServerError,
     ServiceNotFoundError,
     TransportError,
@@ -419,7 +420,7 @@ def test_503_with_retry_after(client: TopChefServer, server: TopChefServer, adde
     """Retry-After seconds are carried on the error."""
     server.faults.fail_next(status=503, headers=[("Retry-After", "3")])
     with pytest.raises(ServerError) as caught:
-        TopChefClient(server.url).service(adder.id)
+        TopChefClient(server.url, retry=None).service(adder.id)
     assert (503, 3.0) == (caught.value.status_code, caught.value.retry_after)
 
 
@@ -427,7 +428,7 @@ def test_429_is_a_transient_client_error(server: TopChefServer, adder: Service) 
     """Too Many Requests is a ClientError that is worth retrying."""
     server.faults.fail_next(status=429, body="slow down", content_type="text/plain")
     with pytest.raises(ClientError) as caught:
-        TopChefClient(server.url).service(adder.id)
+        TopChefClient(server.url, retry=None).service(adder.id)
     assert is_transient(caught.value)
     assert "slow down" in str(caught.value)
 
@@ -438,7 +439,7 @@ def test_unknown_route_404_html(server: TopChefServer, adder: Service) -> None:
         status=404, body="<h1>Not Found</h1>", content_type="text/html", path="/services"
     )
     with pytest.raises(NotFoundError, match="Not Found") as caught:
-        TopChefClient(server.url).services()
+        TopChefClient(server.url, retry=None).services()
     assert not isinstance(caught.value, ServiceNotFoundError)
 
 
@@ -493,7 +494,7 @@ def test_connection_refused_is_a_transport_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    client = TopChefClient(f"http://127.0.0.1:{port}", timeout=2)
+    client = TopChefClient(f"http://127.0.0.1:{port}", timeout=2, retry=None)
     with pytest.raises(TransportError) as caught:
         client.services()
     assert ("GET", "/services") == (caught.value.method, caught.value.path)
@@ -505,13 +506,13 @@ def test_dropped_connection_is_a_transport_error(server: TopChefServer, adder: S
     """A connection closed without an answer is a TransportError."""
     server.faults.drop_next()
     with pytest.raises(TransportError):
-        TopChefClient(server.url).service(adder.id)
+        TopChefClient(server.url, retry=None).service(adder.id)
 
 
 def test_read_timeout(server: TopChefServer, adder: Service) -> None:
     """A server slower than the read timeout raises RequestTimeoutError."""
     server.faults.add_latency(0.5)
-    client = TopChefClient(server.url, timeout=(2, 0.05))
+    client = TopChefClient(server.url, timeout=(2, 0.05), retry=None)
     with pytest.raises(RequestTimeoutError, match=r"0\.05 s"):
         client.service(adder.id)
     server.faults.clear()
@@ -551,12 +552,12 @@ def test_proxy_settings_are_read_once_at_construction(
         monkeypatch.delenv(name, raising=False)
     before = TopChefClient(server.url)
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
-    after = TopChefClient(server.url)
+    after = TopChefClient(server.url, retry=None)
     assert adder.id == before.service(adder.id).id
     with pytest.raises(TransportError):
         after.service(adder.id)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    assert adder.id == TopChefClient(server.url).service(adder.id).id
+    assert adder.id == TopChefClient(server.url, retry=None).service(adder.id).id
 
 
 def test_session_auth_and_headers_are_sent(server: TopChefServer, adder: Service) -> None:
@@ -571,3 +572,30 @@ def test_session_auth_and_headers_are_sent(server: TopChefServer, adder: Service
         assert logged.headers["authorization"].startswith("Basic ")
         assert "nmr-1" == logged.headers["x-instrument"]
     session.close()
+
+
+def test_bodies_over_the_limit_are_refused(server: TopChefServer, adder: Service) -> None:
+    """A body far larger than sensible is refused without being read whole, and the
+    client goes on working."""
+    client = TopChefClient(server.url, retry=None, max_response_bytes=4096)
+    server.faults.fail_next(
+        status=200, body="[" + "0," * 5000 + "0]", content_type="application/json"
+    )
+    with pytest.raises(ResponseTooLargeError, match="more than 4096 bytes") as caught:
+        client.services()
+    assert isinstance(caught.value, UnexpectedResponseError)
+    assert ("GET", "/services", 200) == (
+        caught.value.method,
+        caught.value.path,
+        caught.value.status_code,
+    )
+    assert adder.id == client.service(adder.id).id
+
+
+def test_real_answers_over_the_limit(server: TopChefServer, adder: Service) -> None:
+    """A job list that outgrows the limit is refused like any other body."""
+    client = TopChefClient(server.url, retry=None, max_response_bytes=300)
+    for _ in range(10):
+        client.submit_job(adder.id, {"a": 1, "b": 2})
+    with pytest.raises(ResponseTooLargeError):
+        client.jobs(adder.id)

@@ -130,7 +130,7 @@ def test_latency_is_spent_serially(server: TopChefServer, adder: Service) -> Non
     server._sleep = slept.append  # an injected sleep records instead of waiting
     server.faults.add_latency(0.25, path="/services/*/jobs/next")
     server.faults.add_latency(0.5)
-    client = TopChefClient(server.url)
+    client = TopChefClient(server.url, retry=None)
     client.next_job(adder.id)
     client.check_in(adder.id)
     assert [0.75, 0.5] == slept
@@ -155,7 +155,7 @@ def test_requests_are_handled_one_at_a_time(server: TopChefServer, adder: Servic
                 inside -= 1
 
     server.app.handle = counting  # type: ignore[method-assign, assignment]
-    client = TopChefClient(server.url)
+    client = TopChefClient(server.url, retry=None)
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda _: client.check_in(adder.id), range(200)))
     assert 0 == overlaps

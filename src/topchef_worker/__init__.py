@@ -11,6 +11,7 @@ import logging
 
 from ._client import DEFAULT_TIMEOUT, TopChefClient
 from ._models import ErrorEntry, Job, JobStatus, JobSummary, Service, ServiceSummary
+from ._retry import RetryPolicy
 from ._stats import WorkerState, WorkerStats
 from ._worker import Worker
 from .exceptions import TopChefError, is_transient
@@ -21,6 +22,7 @@ __all__ = [
     "Job",
     "JobStatus",
     "JobSummary",
+    "RetryPolicy",
     "Service",
     "ServiceSummary",
     "TopChefClient",

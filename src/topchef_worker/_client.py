@@ -14,16 +14,20 @@ not retry; retrying is a policy decision made by its callers.
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
+import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, NoReturn, TypeVar, Union
 
 import requests
+import urllib3.exceptions
 
 from . import _parse
 from ._ids import id_from_url, parse_id
 from ._models import ErrorEntry, Job, JobStatus, JobSummary, Service, ServiceSummary
+from ._retry import RetryPolicy
 from ._session import make_session
 from .exceptions import (
     ClientError,
@@ -33,15 +37,20 @@ from .exceptions import (
     RejectedError,
     RequestTimeoutError,
     ResponseError,
+    ResponseTooLargeError,
     ServerError,
     ServiceNotFoundError,
     TransportError,
     UnexpectedResponseError,
+    is_transient,
 )
 
-__all__ = ["DEFAULT_TIMEOUT", "TimeoutLike", "TopChefClient"]
+__all__ = ["DEFAULT_RETRY", "DEFAULT_TIMEOUT", "TimeoutLike", "TopChefClient"]
 
 TimeoutLike = Union[float, timedelta, "tuple[float, float]"]
+
+#: The client's retry policy unless told otherwise: a few quick retries within 30 s.
+DEFAULT_RETRY = RetryPolicy()
 
 #: Connect and read timeouts in seconds.  TopChef serves one request at a time, so a
 #: read may wait behind other clients' requests; the connect timeout stays short so a
@@ -125,6 +134,13 @@ class TopChefClient:
             your own for other TLS settings or adapters; the client never changes it.
         timeout: Seconds (or a timedelta) for both connecting and reading, or a
             ``(connect, read)`` pair.  Every request has both.
+        retry: How transient failures are retried; None to fail at once.  GET and
+            PATCH requests are retried on any transient error; POST requests only when
+            they cannot have been applied (the connection was refused, or the server
+            answered 429 or 503), so a job is never submitted twice.
+        max_response_bytes: Bodies larger than this are refused with
+            :class:`~topchef_worker.exceptions.ResponseTooLargeError`.
+        sleep: How to wait between retries.
     """
 
     def __init__(
@@ -133,11 +149,23 @@ class TopChefClient:
         *,
         session: requests.Session | None = None,
         timeout: TimeoutLike = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        max_response_bytes: int = 64 * 1024 * 1024,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.timeout = _timeout_pair(timeout)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy or None, got {retry!r}")
+        self.retry = retry
+        if isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int):
+            raise TypeError(f"max_response_bytes must be an int, got {max_response_bytes!r}")
+        if max_response_bytes < 1:
+            raise ValueError(f"max_response_bytes must be positive, got {max_response_bytes!r}")
+        self.max_response_bytes = max_response_bytes
+        self._sleep = sleep
         self._owns_session = session is None
         self.session = make_session(self.base_url) if session is None else session
         # What Session.request would read from the environment on every call
@@ -406,29 +434,83 @@ class TopChefClient:
                     f"{method} {path}: the request body is not JSON-serialisable ({error})"
                 ) from error
             headers = _JSON_HEADERS
+        attempt = functools.partial(
+            self._send_once, method, path, data, headers, expect, service_id, job_id
+        )
+        if self.retry is None:
+            return attempt()
+        # GET and PATCH are idempotent here (a PATCH sets, it does not add), so any
+        # transient failure may be retried; a POST only when it cannot have been
+        # applied (never sent, or refused with 429/503), lest a job be submitted twice.
+        return self.retry.call(
+            attempt,
+            sleep=self._sleep,
+            retry_if=is_transient if method in ("GET", "PATCH") else _not_applied,
+        )
+
+    def _send_once(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        headers: dict[str, str] | None,
+        expect: tuple[int, ...],
+        service_id: str | None,
+        job_id: str | None,
+    ) -> requests.Response:
         try:
             response = self.session.send(
                 self._prepare(method, path, data, headers),
                 timeout=self.timeout,
                 allow_redirects=False,
-                **self._send_settings,
+                stream=True,
+                proxies=self._send_settings["proxies"],
+                verify=self._send_settings["verify"],
+                cert=self._send_settings["cert"],
             )
+            self._read(method, path, response)
         except requests.Timeout as error:
             raise RequestTimeoutError(
                 f"{method} {path}: no answer from {self.base_url} within "
                 f"{self.timeout[0]:g} s (connect) / {self.timeout[1]:g} s (read): {error}",
                 method=method,
                 path=path,
+                request_sent=not isinstance(error, requests.ConnectTimeout),
             ) from error
         except requests.RequestException as error:
             raise TransportError(
                 f"{method} {path}: could not reach {self.base_url}: {error}",
                 method=method,
                 path=path,
+                request_sent=not _refused(error),
             ) from error
         if response.status_code not in expect:
             self._fail(method, path, response, service_id=service_id, job_id=job_id)
         return response
+
+    def _read(self, method: str, path: str, response: requests.Response) -> None:
+        """Read the body, refusing one larger than ``max_response_bytes``."""
+        limit = self.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        size = 0
+        chunks = []
+        if not (declared.isdigit() and int(declared) > limit):
+            for chunk in response.iter_content(65536):
+                size += len(chunk)
+                if size > limit:
+                    break
+                chunks.append(chunk)
+            else:
+                response._content = b"".join(chunks)
+                return
+        response.close()
+        raise ResponseTooLargeError(
+            f"{method} {path} answered {response.status_code} with a body of more than "
+            f"{limit} bytes; refused",
+            method=method,
+            path=path,
+            status_code=response.status_code,
+        )
 
     def _prepare(
         self, method: str, path: str, data: bytes | None, headers: dict[str, str] | None
@@ -572,6 +654,21 @@ class TopChefClient:
             path=path,
             status_code=status,
         ) from None
+
+
+def _refused(error: requests.RequestException) -> bool:
+    """True when the connection was refused or never made: nothing was sent."""
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    reason = getattr(error.args[0] if error.args else None, "reason", None)
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
+def _not_applied(error: BaseException) -> bool:
+    """Whether a failed POST certainly did nothing, so that repeating it is safe."""
+    if isinstance(error, TransportError):
+        return not error.request_sent
+    return isinstance(error, ResponseError) and error.status_code in (429, 503)
 
 
 def _list(data: Any, parse: Callable[[Any, str], _T], where: str) -> list[_T]:

@@ -335,7 +335,10 @@ class Worker:
             if session is None:
                 session = self._made_session = make_session(url, heartbeat_threads + io_threads)
             try:
-                client = TopChefClient(url, session=session, timeout=self.request_timeout)
+                # No retries in the client: the worker retries with its own policy.
+                client = TopChefClient(
+                    url, session=session, timeout=self.request_timeout, retry=None
+                )
             except ValueError as error:
                 raise ConfigurationError(str(error)) from None
         else:

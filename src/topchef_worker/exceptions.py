@@ -22,7 +22,8 @@
         │       └── JobNotFoundError       (``job_id``)
         ├── ServerError              5xx, often with an HTML body
         └── UnexpectedResponseError  a success status with a body that is not the
-                                     documented JSON shape
+            │                        documented JSON shape
+            └── ResponseTooLargeError  a body over the client's size limit
 
 Every :class:`ResponseError` carries ``method``, ``path``, ``status_code``, the
 server's ``errors`` entries (empty for HTML bodies) and a short ``body_excerpt``, so
@@ -53,6 +54,7 @@ __all__ = [
     "RejectedError",
     "RequestTimeoutError",
     "ResponseError",
+    "ResponseTooLargeError",
     "ServerError",
     "ServiceNotFoundError",
     "TopChefError",
@@ -138,12 +140,18 @@ class JobTimeoutError(JobError):
 
 
 class TransportError(TopChefError):
-    """No HTTP answer arrived: the connection was refused, reset or timed out."""
+    """No HTTP answer arrived: the connection was refused, reset or timed out.
 
-    def __init__(self, message: str, *, method: str, path: str) -> None:
+    ``request_sent`` is False only when the request certainly never left (the
+    connection was refused or could not be made), so the server cannot have applied
+    it.
+    """
+
+    def __init__(self, message: str, *, method: str, path: str, request_sent: bool = True) -> None:
         super().__init__(message)
         self.method = method
         self.path = path
+        self.request_sent = request_sent
 
 
 class RequestTimeoutError(TransportError):
@@ -230,6 +238,10 @@ class UnexpectedResponseError(ResponseError):
     missing field all end here rather than as a raw ``KeyError`` or
     ``JSONDecodeError``.
     """
+
+
+class ResponseTooLargeError(UnexpectedResponseError):
+    """A body larger than the client's ``max_response_bytes``; it was not read."""
 
 
 def is_transient(error: BaseException) -> bool:
