@@ -95,6 +95,7 @@ class HandlerSpec:
     timeout: float | None = None
     error_results: ErrorResults | None = None
     pass_job: bool = False
+    on_orphan: str = "requeue"
 
     @property
     def label(self) -> str:
@@ -118,6 +119,7 @@ class HandlerSpec:
         concurrency: int | None,
         timeout: float | timedelta | None,
         error_results: ErrorResults | None,
+        on_orphan: str = "requeue",
     ) -> HandlerSpec:
         """Check every option and build the registration, or fail naming the problem."""
         pass_job = accepts_job(fn)
@@ -128,6 +130,8 @@ class HandlerSpec:
         if error_results is not None and not callable(error_results):
             raise ConfigurationError(f"error_results must be callable, got {error_results!r:.80}")
         job_timeout = positive_seconds(timeout, "timeout")
+        if on_orphan not in ("requeue", "error"):
+            raise ConfigurationError(f'on_orphan must be "requeue" or "error", got {on_orphan!r}')
         spec_fields = {
             "name": name,
             "description": description,
@@ -153,6 +157,7 @@ class HandlerSpec:
                 timeout=job_timeout,
                 error_results=error_results,
                 pass_job=pass_job,
+                on_orphan=on_orphan,
             )
         missing = [key for key, value in spec_fields.items() if value is None]
         if missing:
@@ -188,4 +193,5 @@ class HandlerSpec:
             timeout=job_timeout,
             error_results=error_results,
             pass_job=pass_job,
+            on_orphan=on_orphan,
         )

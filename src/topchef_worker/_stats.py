@@ -11,11 +11,17 @@ __all__ = ["WorkerState", "WorkerStats"]
 
 
 class WorkerState(str, enum.Enum):
-    """Where a worker is in its life."""
+    """Where a worker is in its life.
+
+    DEGRADED is RUNNING with trouble: the server does not answer (the worker keeps
+    retrying, and is RUNNING again as soon as it does), or too many handler calls
+    overran their timeout (the worker claims nothing until they end).
+    """
 
     NEW = "NEW"
     STARTING = "STARTING"
     RUNNING = "RUNNING"
+    DEGRADED = "DEGRADED"
     STOPPING = "STOPPING"
     STOPPED = "STOPPED"
 
@@ -36,8 +42,10 @@ class WorkerStats:
         polls: Polls sent; ``empty_polls`` found nothing, ``poll_errors`` failed.
         heartbeats_sent: Successful check-ins; ``heartbeats_failed`` failed ones.
         last_heartbeat: Per service id, when its last check-in succeeded (UTC).
-        overrun: Handlers still running after their job timed out.
-        undelivered: Outcomes the worker gave up delivering (see the log).
+        overrun: Handler calls still running after their job timed out.
+        undelivered: Outcomes the worker could not deliver (yet): written to the
+            outbox at stop, if there is one.
+        pool_rebuilds: Times a broken job pool was replaced.
     """
 
     state: WorkerState
@@ -54,3 +62,4 @@ class WorkerStats:
     last_heartbeat: dict[str, datetime | None] = attrs.field(factory=dict, hash=False)
     overrun: int = 0
     undelivered: int = 0
+    pool_rebuilds: int = 0

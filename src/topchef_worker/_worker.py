@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -32,7 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from types import FrameType
 from typing import Any, Callable, TypeVar
@@ -45,13 +46,16 @@ from ._client import DEFAULT_TIMEOUT, TimeoutLike, TopChefClient
 from ._execution import call_handler
 from ._handlers import ErrorResults, HandlerSpec, ServiceSpec, positive_seconds
 from ._models import Job, JobStatus, Service
+from ._outbox import Journal, Outbox, Outcome
 from ._policy import Report, error_reports, heartbeat_delay, poll_delay, success_reports
+from ._retry import RetryPolicy
 from ._session import make_session
 from ._stats import WorkerState, WorkerStats
 from .exceptions import (
     ConfigurationError,
     InvalidParametersError,
     InvalidResultsError,
+    JobNotFoundError,
     JobTimeoutError,
     RejectedError,
     TopChefError,
@@ -68,7 +72,10 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _HEARTBEAT_THREADS = 4
 _IO_THREADS = 16
 #: How often a claim or a requeue is tried before the worker gives up on it.
-_CLAIM_ATTEMPTS = 3
+#: Putting a job back to REGISTERED when the worker stops: a few quick tries.
+_REQUEUE_POLICY = RetryPolicy(initial=0.1, maximum=1.0, attempts=4, deadline=5.0)
+#: States in which the worker runs jobs.
+_ACTIVE = (WorkerState.RUNNING, WorkerState.DEGRADED)
 
 
 def _job_extra(job_id: str, service_id: str) -> dict[str, str]:
@@ -90,6 +97,8 @@ class _ServiceRun:
     next_poll: float = 0.0
     poll_in_flight: bool = False
     empty_polls: int = 0
+    poll_failures: int = 0
+    heartbeat_failures: int = 0
     active: int = 0  # slots held by this service's claimed jobs
     idle: bool = False  # the last poll found the queue empty
 
@@ -113,6 +122,9 @@ class _JobRun:
     settled: bool = False  # its outcome (report or requeue) is decided
     delivered: bool = False  # ... and sent, or given up on
     done: bool = False  # no handler call is running for it (any more)
+    timed_out: bool = False  # ended at its deadline; the call may still run
+    service_released: bool = False  # its per-service concurrency slot is given back
+    pool: Executor | None = None  # the pool it was submitted to
 
 
 class Worker:
@@ -126,10 +138,12 @@ class Worker:
         url: The TopChef server's base URL.  Left out, ``TOPCHEF_URL`` supplies it at
             start; starting without either is a :class:`ConfigurationError`.
         max_jobs: Most jobs in flight at once, over all services.
-        job_pool: The executor that runs handlers.  By default a
-            :class:`ThreadPoolExecutor` of ``max_jobs`` threads, owned and shut down
-            by the worker; a pool passed in is left to its owner.  A
-            :class:`ProcessPoolExecutor` works for handlers that pickle.
+        job_pool: The executor that runs handlers, or a function that makes one.  By
+            default a :class:`ThreadPoolExecutor` of ``max_jobs + max_overrun``
+            threads.  Pools the worker makes (by default, or with the function) are
+            shut down when it stops and rebuilt if they break; a pool passed in is
+            left to its owner.  A :class:`ProcessPoolExecutor` works for handlers
+            that pickle.
         heartbeat_interval: Seconds between check-ins; by default a third of each
             service's timeout, read when the worker starts.
         poll_interval: Longest wait between polls of an idle service.  An empty queue
@@ -143,6 +157,17 @@ class Worker:
         client: A ready :class:`TopChefClient`, instead of ``url`` and ``session``.
         remember_jobs: How many recently started job ids are remembered so that none
             runs twice in this worker.
+        retry: How failed requests are retried; by default
+            :meth:`RetryPolicy.forever`: heartbeats, polls and reports never give up
+            while the worker runs, and stopping it cuts any wait short.
+        outbox: A file (JSON lines) where outcomes still undelivered when
+            :meth:`stop` gives up are kept, to be delivered first on the next start.
+        journal: A file (JSON lines) recording claimed jobs until they are settled;
+            after a crash the next start returns those still WORKING to the queue (or
+            ends them ERROR, per handler ``on_orphan``).
+        max_overrun: How many handler calls may still run after their job timed out
+            before the worker stops claiming (default ``max_jobs``): threads cannot
+            be killed, and this keeps them from piling up.
         clock: Monotonic seconds, for scheduling.
         rand: Returns floats in [0, 1), for jitter.
     """
@@ -152,7 +177,7 @@ class Worker:
         url: str | None = None,
         *,
         max_jobs: int = 4,
-        job_pool: Executor | None = None,
+        job_pool: Executor | Callable[[], Executor] | None = None,
         heartbeat_interval: float | timedelta | None = None,
         poll_interval: float | timedelta = 1.0,
         min_poll_interval: float | timedelta = 0.01,
@@ -161,6 +186,10 @@ class Worker:
         session: requests.Session | None = None,
         client: TopChefClient | None = None,
         remember_jobs: int = 10_000,
+        retry: RetryPolicy | None = None,
+        outbox: str | os.PathLike[str] | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        max_overrun: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] | None = None,
     ) -> None:
@@ -172,6 +201,10 @@ class Worker:
             raise ConfigurationError(f"remember_jobs must be an int >= 1, got {remember_jobs!r}")
         if client is not None and (url is not None or session is not None):
             raise ConfigurationError("give either client or url/session, not both")
+        if max_overrun is not None and (
+            isinstance(max_overrun, bool) or not isinstance(max_overrun, int) or max_overrun < 0
+        ):
+            raise ConfigurationError(f"max_overrun must be an int >= 0, got {max_overrun!r}")
         self.url = url
         self.max_jobs = max_jobs
         self.heartbeat_interval = positive_seconds(heartbeat_interval, "heartbeat_interval")
@@ -188,10 +221,29 @@ class Worker:
         self.request_timeout = request_timeout
         self._session = session
         self._given_client = client
-        self._given_pool = job_pool
+        self._pool_factory: Callable[[], Executor] | None = None
+        self._given_pool: Executor | None = None
+        if isinstance(job_pool, Executor):
+            self._given_pool = job_pool
+        elif job_pool is not None:
+            if not callable(job_pool):
+                raise ConfigurationError(
+                    f"job_pool must be an Executor or a function making one, got {job_pool!r}"
+                )
+            self._pool_factory = job_pool
+        self.retry = retry or RetryPolicy.forever()
+        self.max_overrun = max_jobs if max_overrun is None else max_overrun
+        self._outbox = None if outbox is None else Outbox(outbox)
+        self._journal = None if journal is None else Journal(journal)
+        self._owed: dict[str, Outcome] = {}  # outcomes not delivered (for the outbox)
+        self._leaked: set[_JobRun] = set()
+        self._stopping = threading.Event()
+        self._failures = 0  # consecutive transient failures talking to the server
+        self._pool_broken = False  # a job pool given to the worker broke
         self._remember = remember_jobs
         self._clock = clock
         self._rand = rand or random.Random().random
+        self._sleep: Callable[[float], None] = time.sleep
 
         self._handlers: list[HandlerSpec] = []
         self._lock = threading.Lock()
@@ -236,6 +288,7 @@ class Worker:
         concurrency: int | None = None,
         timeout: float | timedelta | None = None,
         error_results: ErrorResults | None = None,
+        on_orphan: str = "requeue",
     ) -> Callable[[_F], _F]:
         """Register the decorated function as the handler of one service.
 
@@ -254,6 +307,10 @@ class Worker:
             error_results: Called with the exception when a job fails; a dict it
                 returns is sent as results with ERROR (TopChef has no error message
                 field), if the result schema accepts it.
+            on_orphan: What a start with a ``journal`` does with a job an earlier,
+                crashed run claimed and left WORKING: ``"requeue"`` puts it back to
+                REGISTERED (it runs again), ``"error"`` ends it ERROR (for jobs that
+                must not run twice).
         """
 
         def register(fn: _F) -> _F:
@@ -268,6 +325,7 @@ class Worker:
                 concurrency=concurrency,
                 timeout=timeout,
                 error_results=error_results,
+                on_orphan=on_orphan,
             )
             with self._lock:
                 if self._state is not WorkerState.NEW:
@@ -305,7 +363,7 @@ class Worker:
         client's errors if the server cannot be reached.
         """
         with self._lock:
-            if self._state in (WorkerState.STARTING, WorkerState.RUNNING):
+            if self._state is WorkerState.STARTING or self._state in _ACTIVE:
                 return
             if self._state is not WorkerState.NEW:
                 raise ConfigurationError("a stopped worker cannot be started again")
@@ -378,10 +436,11 @@ class Worker:
                     next_poll=now,
                 )
             )
+        self._recover(runs)
         heartbeat_threads, io_threads = self._pool_sizes()
         self._heartbeat_pool = ThreadPoolExecutor(heartbeat_threads, "topchef-heartbeat")
         self._io_pool = ThreadPoolExecutor(io_threads, "topchef-io")
-        self._job_pool = self._given_pool or ThreadPoolExecutor(self.max_jobs, "topchef-job")
+        self._job_pool = self._given_pool or self._make_pool()
         with self._lock:
             self._services = runs
             self._polling = self._beating = True
@@ -394,6 +453,90 @@ class Worker:
             len(runs),
             self.max_jobs,
         )
+
+    def _recover(self, services: list[_ServiceRun]) -> None:
+        """Settle what an earlier run left: deliver its outbox first, then return the
+        jobs its journal says it claimed and never settled."""
+        client = self._client
+        assert client is not None
+        pending = self._journal.open() if self._journal is not None else {}
+        still_owed = []
+        for outcome in self._outbox.load() if self._outbox is not None else []:
+            try:
+                _REQUEUE_POLICY.call(
+                    functools.partial(
+                        client.update_job,
+                        outcome.job_id,
+                        status=outcome.status,
+                        results=outcome.results,
+                    ),
+                    sleep=self._sleep,
+                )
+            except TopChefError as error:
+                if is_transient(error):
+                    still_owed.append(outcome)
+                    continue
+                _log.error(
+                    "outbox: job %s %s could not be delivered and is dropped: %s",
+                    outcome.job_id,
+                    outcome.status.value,
+                    error,
+                    extra=_job_extra(outcome.job_id, outcome.service_id),
+                )
+            else:
+                _log.info(
+                    "outbox: delivered job %s %s",
+                    outcome.job_id,
+                    outcome.status.value,
+                    extra=_job_extra(outcome.job_id, outcome.service_id),
+                )
+            if self._journal is not None:
+                self._journal.done(outcome.job_id)
+            pending.pop(outcome.job_id, None)
+        with self._lock:
+            self._owed = {outcome.job_id: outcome for outcome in still_owed}
+        if self._outbox is not None:
+            self._outbox.save(still_owed)
+        policies = {svc.id: svc.spec.on_orphan for svc in services}
+        for job_id, service_id in pending.items():
+            if job_id in self._owed:
+                continue
+            self._settle_orphan(job_id, service_id, policies.get(service_id, "requeue"))
+
+    def _settle_orphan(self, job_id: str, service_id: str, policy: str) -> None:
+        """Return (or end) a job a crashed run claimed, if it is still WORKING."""
+        client = self._client
+        assert client is not None
+        assert self._journal is not None
+        extra = _job_extra(job_id, service_id)
+        try:
+            job = client.job(job_id)
+            if job.status is JobStatus.WORKING:
+                status = JobStatus.REGISTERED if policy == "requeue" else JobStatus.ERROR
+                _REQUEUE_POLICY.call(
+                    lambda: client.update_job(job_id, status=status), sleep=self._sleep
+                )
+                _log.warning(
+                    "job %s was claimed by an earlier run that did not finish it; now %s",
+                    job_id,
+                    status.value,
+                    extra=extra,
+                )
+                with self._lock:
+                    self._counts["orphans"] += 1
+        except JobNotFoundError:
+            pass
+        except TopChefError as error:
+            _log.error("journal: could not settle job %s: %s", job_id, error, extra=extra)
+            return  # stays in the journal for the next start
+        self._journal.done(job_id)
+
+    def _make_pool(self) -> Executor:
+        if self._pool_factory is not None:
+            return self._pool_factory()
+        # Room for the calls that overran their timeout, so that they never keep a
+        # newly claimed job from starting at once.
+        return ThreadPoolExecutor(self.max_jobs + self.max_overrun, "topchef-job")
 
     def _pool_sizes(self) -> tuple[int, int]:
         services = max(1, len(self._handlers))
@@ -463,6 +606,7 @@ class Worker:
                 return
             self._state = WorkerState.STOPPING
             self._polling = False
+            self._stopping.set()
             self._cond.notify_all()
         self._poke()
         _log.info("worker stopping")
@@ -482,6 +626,7 @@ class Worker:
             self._beating = False
             self._cond.notify_all()
         self._teardown(wait=drained)
+        self._keep_owed()
         with self._cond:
             self._state = WorkerState.STOPPED
             self._cond.notify_all()
@@ -493,6 +638,27 @@ class Worker:
             counts.failed,
             counts.requeued,
         )
+
+    def _keep_owed(self) -> None:
+        """Write undelivered outcomes to the outbox, or say loudly which they are."""
+        with self._lock:
+            owed = list(self._owed.values())
+        if self._outbox is not None:
+            self._outbox.save(owed)
+            if owed:
+                _log.warning(
+                    "%d undelivered outcome(s) kept in %s, for the next start: %s",
+                    len(owed),
+                    self._outbox.path,
+                    _list_outcomes(owed),
+                )
+        elif owed:
+            _log.error(
+                "%d outcome(s) could NOT be delivered and are lost (no outbox); these jobs "
+                "stay WORKING on the server: %s",
+                len(owed),
+                _list_outcomes(owed),
+            )
 
     def _stopped(self) -> bool:
         return self._state is WorkerState.STOPPED
@@ -506,6 +672,8 @@ class Worker:
                 pool.shutdown(wait=True)
         if self._job_pool is not None and self._given_pool is None:
             self._job_pool.shutdown(wait=wait, cancel_futures=True)
+        if self._journal is not None:
+            self._journal.close()
         if self._made_session is not None:
             self._made_session.close()
             self._made_session = None
@@ -531,7 +699,7 @@ class Worker:
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     previous[signum] = signal.signal(signum, self._on_signal)
             self.start()
-            while not self._exit_requested and self._state is WorkerState.RUNNING:
+            while not self._exit_requested and self._state in _ACTIVE:
                 select.select([receiver], [], [])
                 with contextlib.suppress(BlockingIOError):
                     receiver.recv(4096)
@@ -617,8 +785,9 @@ class Worker:
             heartbeats_sent=counts["heartbeats_sent"],
             heartbeats_failed=counts["heartbeats_failed"],
             last_heartbeat={svc.id: svc.last_heartbeat for svc in self._services},
-            overrun=sum(1 for run in self._runs.values() if run.delivered and not run.done),
-            undelivered=counts["undelivered"],
+            overrun=len(self._leaked),
+            undelivered=len(self._owed),
+            pool_rebuilds=counts["pool_rebuilds"],
         )
 
     @property
@@ -653,6 +822,8 @@ class Worker:
     def _start_polls(self, now: float) -> float:
         """Send every poll that is due and has a free slot; return the next due time."""
         due = now + 3600.0
+        if self._pool_broken or (self._leaked and len(self._leaked) >= self.max_overrun):
+            return due  # claiming stops until the overruns end (or for good)
         count = len(self._services)
         start, self._rotation = self._rotation, (self._rotation + 1) % max(1, count)
         for offset in range(count):
@@ -678,7 +849,7 @@ class Worker:
             if run.deadline > now:
                 due = min(due, run.deadline)
                 continue
-            run.settled = True
+            run.settled = run.timed_out = True
             assert run.future is not None
             if run.future.cancel():
                 run.done = True
@@ -694,7 +865,7 @@ class Worker:
 
     def _idle(self) -> bool:
         return (
-            self._state is WorkerState.RUNNING
+            self._state in _ACTIVE
             and not self._runs
             and self._polls_in_flight == 0
             and all(svc.idle for svc in self._services)
@@ -731,15 +902,25 @@ class Worker:
         except TopChefError as error:
             with self._cond:
                 svc.heartbeat_in_flight = False
+                svc.heartbeat_failures += 1
                 self._counts["heartbeats_failed"] += 1
-                # Try again soon: the service times out after svc.service.timeout.
-                svc.next_heartbeat = self._clock() + min(svc.interval, 1.0)
-                self._cond.notify_all()
-            _log.warning(
-                "heartbeat for service %s failed: %s", svc.id, error, extra={"service_id": svc.id}
+                # Retried with backoff, but never later than the regular period: the
+                # service times out after svc.service.timeout.
+                delay = self.retry.wait(svc.heartbeat_failures, error, self._rand())
+                svc.next_heartbeat = self._clock() + min(delay, svc.interval)
+                first = svc.heartbeat_failures == 1
+                self._failed(error)
+            _log.log(
+                logging.WARNING if first else logging.DEBUG,
+                "heartbeat for service %s failed: %s",
+                svc.id,
+                error,
+                extra={"service_id": svc.id},
             )
             return
         with self._cond:
+            self._answered()
+            svc.heartbeat_failures = 0
             svc.heartbeat_in_flight = False
             svc.last_heartbeat = datetime.now(timezone.utc)
             self._counts["heartbeats_sent"] += 1
@@ -767,10 +948,14 @@ class Worker:
         except TopChefError as error:
             failure = error
         run = None
+        first_failure = False
         with self._cond:
             self._polls_in_flight -= 1
             svc.poll_in_flight = False
             self._counts["polls"] += 1
+            if failure is None:
+                self._answered()
+                svc.poll_failures = 0
             if claimed is not None:
                 svc.empty_polls = 0
                 svc.idle = False
@@ -784,12 +969,18 @@ class Worker:
                     self._ran.popitem(last=False)
                 svc.active += 1
                 self._counts["claimed"] += 1
+            elif failure is not None:
+                svc.idle = False
+                svc.poll_failures += 1
+                first_failure = svc.poll_failures == 1 or not is_transient(failure)
+                self._counts["poll_errors"] += 1
+                self._failed(failure)
+                delay = self.retry.wait(svc.poll_failures, failure, self._rand())
+                svc.next_poll = self._clock() + delay
             else:
                 svc.empty_polls += 1
-                svc.idle = found is None and failure is None
-                if failure is not None:
-                    self._counts["poll_errors"] += 1
-                elif found is None:
+                svc.idle = found is None
+                if found is None:
                     self._counts["empty_polls"] += 1
                 svc.next_poll = self._clock() + poll_delay(
                     svc.empty_polls,
@@ -800,8 +991,12 @@ class Worker:
                 )
             self._cond.notify_all()
         if failure is not None:
-            _log.warning(
-                "poll of service %s failed: %s", svc.id, failure, extra={"service_id": svc.id}
+            _log.log(
+                logging.WARNING if first_failure else logging.DEBUG,
+                "poll of service %s failed: %s",
+                svc.id,
+                failure,
+                extra={"service_id": svc.id},
             )
         if run is not None:
             self._launch(run)
@@ -826,27 +1021,102 @@ class Worker:
         return None
 
     def _claim(self, job: Job) -> Job | None:
-        """PATCH the job to WORKING; None if the claim cannot be confirmed."""
-        assert self._client is not None
+        """PATCH the job to WORKING; None if the claim cannot be confirmed.
+
+        Transient failures are retried until the worker stops (a PATCH to WORKING is
+        safe to repeat); a job whose claim is not confirmed is not run.
+        """
+        client = self._client
+        assert client is not None
         assert job.service_id is not None
-        for attempt in range(1, _CLAIM_ATTEMPTS + 1):
-            try:
-                claimed = self._client.update_job(job.id, status=JobStatus.WORKING)
-            except TopChefError as error:
-                if not is_transient(error) or attempt == _CLAIM_ATTEMPTS:
-                    _log.error(
-                        "could not claim job %s of service %s: %s",
-                        job.id,
-                        job.service_id,
-                        error,
-                        extra=_job_extra(job.id, job.service_id),
-                    )
-                    return None
-                if self._abandon.wait(0.05 * 2**attempt):
-                    return None
-            else:
-                return attrs.evolve(claimed, service_id=job.service_id)
-        return None  # pragma: no cover - the loop always returns
+        extra = _job_extra(job.id, job.service_id)
+        if self._journal is not None:
+            self._journal.claimed(job.id, job.service_id)  # before: a crash may follow
+        try:
+            claimed = self.retry.call(
+                lambda: client.update_job(job.id, status=JobStatus.WORKING),
+                stop=self._stopping,
+                on_retry=self._on_retry("claiming", job.id, job.service_id),
+                rand=self._rand,
+            )
+        except TopChefError as error:
+            if isinstance(error, JobNotFoundError) and self._journal is not None:
+                self._journal.done(job.id)
+            _log.error(
+                "could not confirm the claim of job %s of service %s, so it will not run: %s%s",
+                job.id,
+                job.service_id,
+                error,
+                "; the journal will check it on the next start" if self._journal else "",
+                extra=extra,
+            )
+            return None
+        with self._lock:
+            self._answered()
+        return attrs.evolve(claimed, service_id=job.service_id)
+
+    def _on_retry(
+        self, what: str, job_id: str, service_id: str
+    ) -> Callable[[BaseException, int, float], None]:
+        """A callback for RetryPolicy.call that logs and tracks the server's health."""
+
+        def note(error: BaseException, attempt: int, delay: float) -> None:
+            with self._cond:
+                if isinstance(error, TopChefError):
+                    self._failed(error)
+            _log.log(
+                logging.WARNING if attempt == 1 else logging.DEBUG,
+                "%s job %s failed (attempt %d), retrying in %.2g s: %s",
+                what,
+                job_id,
+                attempt,
+                delay,
+                error,
+                extra=_job_extra(job_id, service_id),
+            )
+
+        return note
+
+    # -- health -----------------------------------------------------------------------
+
+    def _failed(self, error: TopChefError) -> None:
+        """Note a failed exchange with the server; called with the lock held."""
+        if is_transient(error):
+            self._failures += 1
+            self._update_health()
+
+    def _answered(self) -> None:
+        """Note that the server answered; called with the lock held."""
+        if self._failures:
+            self._failures = 0
+            self._update_health()
+
+    def _update_health(self) -> None:
+        """RUNNING or DEGRADED, from failures and overruns; called with the lock held."""
+        if self._state not in _ACTIVE:
+            return
+        overloaded = bool(self._leaked) and len(self._leaked) >= self.max_overrun
+        state = (
+            WorkerState.DEGRADED
+            if self._failures or overloaded or self._pool_broken
+            else WorkerState.RUNNING
+        )
+        if state is self._state:
+            return
+        self._state = state
+        self._cond.notify_all()
+        if state is WorkerState.RUNNING:
+            _log.info("worker RUNNING again: the server answers and nothing overran")
+        elif self._failures:
+            _log.warning("worker DEGRADED: the server %s does not answer; retrying", self.url)
+        elif overloaded:
+            _log.warning(
+                "worker DEGRADED: %d handler calls still run after their timeout; "
+                "claiming nothing until they end",
+                len(self._leaked),
+            )
+        else:
+            _log.error("worker DEGRADED: its job pool is broken; claiming nothing")
 
     # -- running ----------------------------------------------------------------------
 
@@ -869,9 +1139,10 @@ class Worker:
         if not self._polling:
             self._requeue(run, "the worker is stopping", started=False)
             return
-        assert self._job_pool is not None
+        pool = self._job_pool
+        assert pool is not None
         try:
-            future = self._job_pool.submit(
+            future = pool.submit(
                 call_handler,
                 svc.spec.fn,
                 job.parameters,
@@ -880,11 +1151,14 @@ class Worker:
             )
         except Exception as error:  # a shut-down or broken pool
             _log.error("could not start job %s: %s", job.id, error, extra=extra)
+            if isinstance(error, BrokenExecutor):
+                self._pool_broke(pool, error)
             self._requeue(run, f"the job pool refused it ({error})", started=False)
             return
         _log.debug("job %s of service %s started", job.id, svc.id, extra=extra)
         with self._cond:
             run.future = future
+            run.pool = pool
             if svc.spec.timeout is not None:
                 run.deadline = self._clock() + svc.spec.timeout
                 self._cond.notify_all()
@@ -907,24 +1181,43 @@ class Worker:
             run.settled = True
         error = future.exception()
         value = None if error is not None else future.result()
+        if isinstance(error, BrokenExecutor) and run.pool is not None:
+            self._pool_broke(run.pool, error)
         try:
             self._submit(self._io_pool, self._report, run, value, error)
         except RuntimeError:  # pragma: no cover - the I/O pool outlives every job
             self._report(run, value, error)
+
+    def _pool_broke(self, pool: Executor, error: BaseException) -> None:
+        """Replace a broken job pool the worker made; stop claiming if it cannot."""
+        with self._cond:
+            if pool is not self._job_pool:
+                return  # already replaced, for another of its jobs
+            if self._given_pool is not None:
+                self._pool_broken = True
+                self._update_health()
+                return
+            self._job_pool = self._make_pool()
+            self._counts["pool_rebuilds"] += 1
+        _log.error("the job pool broke (%s); its jobs end ERROR; a new pool takes over", error)
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def _report(self, run: _JobRun, value: Any, error: BaseException | None) -> None:
         """Deliver a finished job's outcome: COMPLETED with results, or ERROR."""
         job, svc = run.job, run.service
         extra = _job_extra(job.id, svc.id)
         delivered: Report | None = None
+        owed: Report | None = None  # what was being sent when the worker gave up
         if error is None:
             plan = success_reports(value, job_id=job.id, service_id=svc.id, check=svc.check_results)
             if isinstance(plan, InvalidResultsError):
                 error = plan
             else:
                 sent = self._deliver(run, plan[0])
-                if sent is True:
+                if sent is None:
                     delivered = plan[0]
+                elif is_transient(sent):
+                    owed = plan[0]
                 elif isinstance(sent, RejectedError):
                     reasons = [entry.detail for entry in sent.errors] or [str(sent)]
                     error = InvalidResultsError(
@@ -933,7 +1226,7 @@ class Worker:
                         service_id=svc.id,
                         reasons=reasons,
                     )
-        if error is not None:
+        if error is not None and owed is None:
             _log.error(
                 "job %s of service %s failed: %s",
                 job.id,
@@ -949,15 +1242,24 @@ class Worker:
                 _log.warning("job %s: %s", job.id, note, extra=extra)
             for report in reports:
                 sent = self._deliver(run, report)
-                if sent is True:
+                if sent is None:
                     delivered = report
+                    break
+                if is_transient(sent):
+                    owed = report
                     break
                 if not isinstance(sent, RejectedError):
                     break
                 _log.warning(
                     "job %s: the server rejected the error results: %s", job.id, sent, extra=extra
                 )
+        if delivered is not None and self._journal is not None:
+            self._journal.done(job.id)
         with self._cond:
+            if owed is not None:
+                self._owed[job.id] = Outcome(
+                    job_id=job.id, service_id=svc.id, status=owed.status, results=owed.results
+                )
             if delivered is None:
                 self._counts["undelivered"] += 1
             elif delivered.status is JobStatus.COMPLETED:
@@ -971,46 +1273,54 @@ class Worker:
             _log.debug(
                 "job %s of service %s: %s", job.id, svc.id, delivered.status.value, extra=extra
             )
-        else:
+        elif owed is None:
             _log.error(
-                "job %s of service %s: outcome NOT delivered (%s); it stays WORKING on the server",
+                "job %s of service %s: the server refused every outcome; it stays WORKING",
                 job.id,
                 svc.id,
-                "COMPLETED" if error is None else "ERROR",
                 extra=extra,
             )
 
-    def _deliver(self, run: _JobRun, report: Report) -> bool | TopChefError:
+    def _deliver(self, run: _JobRun, report: Report) -> TopChefError | None:
         """PATCH one report, retrying transient failures until it lands or the worker
-        gives up; True, or the error that ended the attempts."""
-        assert self._client is not None
-        attempt = 0
-        while True:
-            try:
-                self._client.update_job(run.job.id, status=report.status, results=report.results)
-            except TopChefError as error:
-                if not is_transient(error):
-                    return error
-                attempt += 1
-                _log.warning(
-                    "reporting job %s failed (attempt %d), retrying: %s",
-                    run.job.id,
-                    attempt,
-                    error,
-                    extra=_job_extra(run.job.id, run.service.id),
-                )
-                if self._abandon.wait(min(5.0, 0.05 * 2**attempt)):
-                    return error
-            else:
-                return True
+        gives up (``stop``'s timeout); None, or the error that ended the attempts."""
+        client = self._client
+        assert client is not None
+        try:
+            self.retry.call(
+                lambda: client.update_job(run.job.id, status=report.status, results=report.results),
+                stop=self._abandon,
+                on_retry=self._on_retry("reporting", run.job.id, run.service.id),
+                rand=self._rand,
+            )
+        except TopChefError as error:
+            return error
+        with self._lock:
+            self._answered()
+        return None
 
     def _release(self, run: _JobRun) -> None:
-        """Give a run's slot back once it is delivered and no handler runs for it.
-        Called with the lock held."""
-        if run.delivered and run.done and self._runs.get(run.job.id) is run:
+        """Give a run's slots back; called with the lock held.
+
+        The slot of ``max_jobs`` is free once the outcome is delivered and no call
+        runs, or the job timed out (its call, if still running, is counted as an
+        overrun).  The handler's ``concurrency`` slot stays taken while the call
+        runs: an instrument is busy until its handler returns.
+        """
+        if not run.delivered:
+            return
+        if (run.done or run.timed_out) and self._runs.get(run.job.id) is run:
             del self._runs[run.job.id]
+            if not run.done:
+                self._leaked.add(run)
+                self._update_health()
+        if run.done and not run.service_released:
+            run.service_released = True
             run.service.active -= 1
-            self._cond.notify_all()
+            if run in self._leaked:
+                self._leaked.discard(run)
+                self._update_health()
+        self._cond.notify_all()
 
     # -- stopping ---------------------------------------------------------------------
 
@@ -1052,32 +1362,41 @@ class Worker:
                 run.done = True
             if not started:
                 self._ran.pop(job.id, None)
-        done = False
-        for attempt in range(1, _CLAIM_ATTEMPTS + 1):
-            try:
-                self._client.update_job(job.id, status=JobStatus.REGISTERED)
-            except TopChefError as error:
-                if not is_transient(error) or attempt == _CLAIM_ATTEMPTS:
-                    _log.error(
-                        "could not put job %s back to REGISTERED: %s; it stays WORKING",
-                        job.id,
-                        error,
-                        extra=extra,
-                    )
-                    break
-                time.sleep(0.05 * 2**attempt)
-            else:
-                done = True
-                break
-        if done:
+        client = self._client
+        try:
+            _REQUEUE_POLICY.call(
+                lambda: client.update_job(job.id, status=JobStatus.REGISTERED),
+                sleep=self._sleep,
+                rand=self._rand,
+            )
+        except TopChefError as error:
+            done = False
+            _log.error(
+                "could not put job %s back to REGISTERED (%s): %s",
+                job.id,
+                reason,
+                error,
+                extra=extra,
+            )
+        else:
+            done = True
             _log.info("job %s put back to REGISTERED: %s", job.id, reason, extra=extra)
+            if self._journal is not None:
+                self._journal.done(job.id)
         with self._cond:
             if done:
                 self._counts["requeued"] += 1
             else:
                 self._counts["undelivered"] += 1
+                self._owed[job.id] = Outcome(
+                    job_id=job.id, service_id=svc.id, status=JobStatus.REGISTERED
+                )
             run.delivered = True
             self._release(run)
+
+
+def _list_outcomes(outcomes: list[Outcome]) -> str:
+    return ", ".join(f"{outcome.job_id} {outcome.status.value}" for outcome in outcomes)
 
 
 def _same_service(a: HandlerSpec, b: HandlerSpec) -> bool:
