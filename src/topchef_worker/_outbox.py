@@ -120,10 +120,16 @@ class Outbox:
 class Journal:
     """Which jobs the worker claimed and has not settled, durable across a crash."""
 
+    #: Rewrite the file down to the open claims after this many appended records,
+    #: so that a worker running for months keeps a small journal.
+    COMPACT_AFTER = 10_000
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._file: IO[str] | None = None
+        self._pending: dict[str, str] = {}
+        self._appended = 0
 
     def open(self) -> dict[str, str]:
         """Return the claims an earlier run left unsettled (job id -> service id),
@@ -142,16 +148,24 @@ class Journal:
                         pending[record["claimed"]] = str(record.get("service_id", ""))
                     elif isinstance(record.get("done"), str):
                         pending.pop(record["done"], None)
+        with self._lock:
+            self._pending = dict(pending)
+            self._compact()
+        return pending
+
+    def _compact(self) -> None:
+        """Rewrite the file as the open claims only; called with the lock held."""
+        if self._file is not None:
+            self._file.close()
         write_atomically(
             self.path,
             (
                 json.dumps({"claimed": job, "service_id": sid}) + "\n"
-                for job, sid in pending.items()
+                for job, sid in self._pending.items()
             ),
         )
-        with self._lock:
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        return pending
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._appended = 0
 
     def claimed(self, job_id: str, service_id: str) -> None:
         """Record a claim before it is sent."""
@@ -165,12 +179,22 @@ class Journal:
         with self._lock:
             if self._file is None:
                 return
+            if "claimed" in record:
+                self._pending[record["claimed"]] = record["service_id"]
+            else:
+                self._pending.pop(record["done"], None)
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
             os.fsync(self._file.fileno())
+            self._appended += 1
+            if self._appended >= self.COMPACT_AFTER:
+                self._compact()
 
     def close(self) -> None:
+        """Compact the file to the claims still open, and close it."""
         with self._lock:
             if self._file is not None:
+                self._compact()
+                assert self._file is not None
                 self._file.close()
                 self._file = None

@@ -66,6 +66,7 @@ __all__ = ["Worker"]
 
 _log = logging.getLogger("topchef_worker")
 _F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 
 #: Most threads the heartbeat and I/O pools get, whatever the number of services:
 #: the server handles one request at a time, so more threads only add contention.
@@ -403,7 +404,11 @@ class Worker:
             self.url = client.base_url
         self._client = client
 
-        services = [self._resolve(spec) for spec in self._handlers]
+        # Find-or-create is safe to repeat (a service created by a lost answer is
+        # found the next time), so each resolution is retried as a whole.
+        services = [
+            self._at_start(functools.partial(self._resolve, spec)) for spec in self._handlers
+        ]
         seen: dict[str, HandlerSpec] = {}
         for spec, service in zip(self._handlers, services):
             if service.id in seen:
@@ -544,6 +549,37 @@ class Worker:
             min(services, _HEARTBEAT_THREADS),
             min(services + self.max_jobs, _IO_THREADS),
         )
+
+    def _at_start(self, fn: Callable[[], _T]) -> _T:
+        """Call *fn* under the worker's retry policy while starting.
+
+        A server that is down when the worker starts is waited for (a service
+        manager may start the worker first); a signal or stop() ends the wait.
+        """
+
+        def worth_retrying(error: BaseException) -> bool:
+            return is_transient(error) and not (self._exit_requested or self._stopping.is_set())
+
+        def note(error: BaseException, attempt: int, delay: float) -> None:
+            _log.log(
+                logging.WARNING if attempt == 1 else logging.DEBUG,
+                "starting: the server does not answer (%s); retrying in %.2g s",
+                error,
+                delay,
+            )
+
+        return self.retry.call(
+            fn, sleep=self._nap, retry_if=worth_retrying, on_retry=note, rand=self._rand
+        )
+
+    def _nap(self, seconds: float) -> None:
+        """Sleep, but wake for stop() or a signal (which can only set a flag)."""
+        deadline = time.monotonic() + seconds
+        while not (self._exit_requested or self._stopping.is_set()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._stopping.wait(min(remaining, 0.1))
 
     def _resolve(self, spec: HandlerSpec) -> Service:
         """Find the service a handler is for, creating it if described and missing."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import random
 import threading
 from collections.abc import Sequence
 
@@ -60,6 +61,15 @@ class _Latency:
     where: Fault
 
 
+@attrs.define
+class _Random:
+    failure_rate: float
+    drop_rate: float
+    status: int
+    rng: random.Random
+    where: Fault
+
+
 _FLASK_500 = (
     b'<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 3.2 Final//EN">\n'
     b"<title>500 Internal Server Error</title>\n<h1>Internal Server Error</h1>\n"
@@ -79,6 +89,7 @@ class Faults:
         self._lock = threading.Lock()
         self._pending: list[_Pending] = []
         self._latency: list[_Latency] = []
+        self._random: _Random | None = None
 
     def fail_next(
         self,
@@ -147,11 +158,39 @@ class Faults:
             where = Fault(action=Action.RESPOND, method=method, path=path)
             self._latency.append(_Latency(seconds, where))
 
+    def set_random(
+        self,
+        *,
+        failure_rate: float = 0.0,
+        drop_rate: float = 0.0,
+        status: int = 500,
+        seed: int | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Fail or drop a random share of matching requests, until :meth:`clear`.
+
+        A *failure_rate* share is answered with *status* and Flask's HTML error page
+        instead of being handled; a *drop_rate* share has its connection closed
+        without an answer, half of them before the request is applied and half
+        after.  Explicit faults (:meth:`fail_next`, :meth:`drop_next`) come first.
+        *seed* makes the sequence repeatable.
+        """
+        if not (0 <= failure_rate and 0 <= drop_rate and failure_rate + drop_rate <= 1):
+            raise ValueError(
+                f"rates must be fractions adding up to at most 1, got {failure_rate!r} "
+                f"and {drop_rate!r}"
+            )
+        where = Fault(action=Action.RESPOND, method=method, path=path)
+        with self._lock:
+            self._random = _Random(failure_rate, drop_rate, status, random.Random(seed), where)
+
     def clear(self) -> None:
-        """Remove every pending fault and latency."""
+        """Remove every pending fault, latency and random fault."""
         with self._lock:
             self._pending.clear()
             self._latency.clear()
+            self._random = None
 
     @property
     def pending(self) -> int:
@@ -177,4 +216,17 @@ class Faults:
                     if pending.remaining == 0:
                         self._pending.remove(pending)
                     return delay, pending.fault
+            chance = self._random
+            if chance is not None and chance.where.matches(method, path):
+                draw = chance.rng.random()
+                if draw < chance.failure_rate:
+                    return delay, Fault(
+                        action=Action.RESPOND,
+                        status=chance.status,
+                        body=_FLASK_500,
+                        content_type="text/html",
+                    )
+                if draw < chance.failure_rate + chance.drop_rate:
+                    after = chance.rng.random() < 0.5
+                    return delay, Fault(action=Action.DROP_AFTER if after else Action.DROP_BEFORE)
             return delay, None
