@@ -304,7 +304,11 @@ class Worker:
         Args:
             concurrency: Most jobs of this service in flight at once (say 1 for an
                 instrument that does one measurement at a time).
-            timeout: Seconds a job may run; past it the job ends ERROR.
+            timeout: Seconds a job may run; past it the job ends ERROR with a
+                :class:`JobTimeoutError` and its slot is free.  A thread cannot be
+                killed, so a call still running is counted as an overrun (see
+                ``max_overrun``) and its result discarded; in a process pool the
+                process likewise computes on until the call returns.
             error_results: Called with the exception when a job fails; a dict it
                 returns is sent as results with ERROR (TopChef has no error message
                 field), if the result schema accepts it.
