@@ -7,12 +7,14 @@ import types
 import pytest
 
 import topchef_worker
+import topchef_worker.events
 import topchef_worker.exceptions
 import topchef_worker.testing
 
 
 @pytest.mark.parametrize(
-    "module", [topchef_worker, topchef_worker.exceptions, topchef_worker.testing]
+    "module",
+    [topchef_worker, topchef_worker.events, topchef_worker.exceptions, topchef_worker.testing],
 )
 def test_all_lists_exactly_the_public_names(module: types.ModuleType) -> None:
     """Every public class or function defined in the package is in __all__, and

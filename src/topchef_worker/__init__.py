@@ -1,8 +1,9 @@
 """Run TopChef job-processing services in Python.
 
 The public API is re-exported here; everything else lives in private modules.
-Errors are in :mod:`topchef_worker.exceptions`, the in-process test server in
-:mod:`topchef_worker.testing`.
+Errors are in :mod:`topchef_worker.exceptions`, the events a worker's listeners
+receive in :mod:`topchef_worker.events`, the in-process test server in
+:mod:`topchef_worker.testing`, and the command line in :mod:`topchef_worker.cli`.
 """
 
 from __future__ import annotations
@@ -12,18 +13,20 @@ import logging
 from ._client import DEFAULT_TIMEOUT, TopChefClient
 from ._models import ErrorEntry, Job, JobStatus, JobSummary, Service, ServiceSummary
 from ._retry import RetryPolicy
-from ._stats import WorkerState, WorkerStats
+from ._stats import Health, ServiceHealth, WorkerState, WorkerStats
 from ._worker import Worker
 from .exceptions import TopChefError, is_transient
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "ErrorEntry",
+    "Health",
     "Job",
     "JobStatus",
     "JobSummary",
     "RetryPolicy",
     "Service",
+    "ServiceHealth",
     "ServiceSummary",
     "TopChefClient",
     "TopChefError",

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import attrs
 
-__all__ = ["WorkerState", "WorkerStats"]
+__all__ = ["Health", "ServiceHealth", "WorkerState", "WorkerStats"]
 
 
 class WorkerState(str, enum.Enum):
@@ -63,3 +63,34 @@ class WorkerStats:
     overrun: int = 0
     undelivered: int = 0
     pool_rebuilds: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class ServiceHealth:
+    """How one service is served: ages in seconds since the last success (None:
+    never), and its jobs in flight."""
+
+    service_id: str
+    name: str
+    timeout: int
+    last_heartbeat_age: float | None
+    last_poll_age: float | None
+    in_flight: int
+    healthy: bool
+
+
+@attrs.frozen(kw_only=True)
+class Health:
+    """Whether a worker is really working, not only alive.
+
+    ``healthy``: RUNNING, every service's last check-in younger than its timeout,
+    and every service that has a free slot polled recently.  ``ready``: started and
+    serving (RUNNING or DEGRADED).  ``reasons`` says what is wrong when not healthy.
+    """
+
+    state: WorkerState
+    healthy: bool
+    ready: bool
+    in_flight: int
+    services: tuple[ServiceHealth, ...]
+    reasons: tuple[str, ...]

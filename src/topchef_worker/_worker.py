@@ -50,7 +50,18 @@ from ._outbox import Journal, Outbox, Outcome
 from ._policy import Report, error_reports, heartbeat_delay, poll_delay, success_reports
 from ._retry import RetryPolicy
 from ._session import make_session
-from ._stats import WorkerState, WorkerStats
+from ._stats import Health, ServiceHealth, WorkerState, WorkerStats
+from .events import (
+    Event,
+    HeartbeatFailed,
+    JobClaimed,
+    JobCompleted,
+    JobFailed,
+    JobRequeued,
+    JobStarted,
+    PollFailed,
+    StateChanged,
+)
 from .exceptions import (
     ConfigurationError,
     InvalidParametersError,
@@ -95,6 +106,8 @@ class _ServiceRun:
     next_heartbeat: float = 0.0
     heartbeat_in_flight: bool = False
     last_heartbeat: datetime | None = None
+    last_beat: float | None = None  # clock time of the last successful check-in
+    last_poll: float | None = None  # clock time of the last successful poll
     next_poll: float = 0.0
     poll_in_flight: bool = False
     empty_polls: int = 0
@@ -126,6 +139,8 @@ class _JobRun:
     timed_out: bool = False  # ended at its deadline; the call may still run
     service_released: bool = False  # its per-service concurrency slot is given back
     pool: Executor | None = None  # the pool it was submitted to
+    started_at: float | None = None
+    duration: float = 0.0  # seconds from start to the handler's return
 
 
 class Worker:
@@ -240,6 +255,8 @@ class Worker:
         self._leaked: set[_JobRun] = set()
         self._stopping = threading.Event()
         self._failures = 0  # consecutive transient failures talking to the server
+        self._listeners: tuple[Callable[[Event], object], ...] = ()
+        self._events: ThreadPoolExecutor | None = None
         self._pool_broken = False  # a job pool given to the worker broke
         self._remember = remember_jobs
         self._clock = clock
@@ -374,14 +391,16 @@ class Worker:
                 raise ConfigurationError("a stopped worker cannot be started again")
             if not self._handlers:
                 raise ConfigurationError("no handlers registered: nothing to run")
-            self._state = WorkerState.STARTING
+            self._events = ThreadPoolExecutor(1, "topchef-events")
+            self._set_state(WorkerState.STARTING)
         try:
             self._start()
         except BaseException:
             self._teardown(wait=True)
             with self._lock:
-                self._state = WorkerState.NEW
+                self._set_state(WorkerState.NEW)
                 self._services = []
+            self._close_events()
             raise
 
     def _start(self) -> None:
@@ -453,7 +472,7 @@ class Worker:
         with self._lock:
             self._services = runs
             self._polling = self._beating = True
-            self._state = WorkerState.RUNNING
+            self._set_state(WorkerState.RUNNING)
         self._thread = threading.Thread(target=self._schedule, name="topchef-scheduler")
         self._thread.start()
         _log.info(
@@ -637,14 +656,14 @@ class Worker:
                 raise ConfigurationError(f"stop timeout must not be negative, got {timeout!r}")
         with self._cond:
             if self._state is WorkerState.NEW:
-                self._state = WorkerState.STOPPED
+                self._state = WorkerState.STOPPED  # never started: nobody to tell
                 return
             if self._state is WorkerState.STOPPING:
                 self._cond.wait_for(self._stopped)
                 return
             if self._state is WorkerState.STOPPED:
                 return
-            self._state = WorkerState.STOPPING
+            self._set_state(WorkerState.STOPPING)
             self._polling = False
             self._stopping.set()
             self._cond.notify_all()
@@ -668,8 +687,8 @@ class Worker:
         self._teardown(wait=drained)
         self._keep_owed()
         with self._cond:
-            self._state = WorkerState.STOPPED
-            self._cond.notify_all()
+            self._set_state(WorkerState.STOPPED)
+        self._close_events()
         self._poke()
         counts = self.stats()
         _log.info(
@@ -699,6 +718,51 @@ class Worker:
                 len(owed),
                 _list_outcomes(owed),
             )
+
+    def _set_state(self, state: WorkerState) -> None:
+        """Move to *state* and tell listeners; called with the lock held."""
+        old, self._state = self._state, state
+        self._cond.notify_all()
+        if old is not state:
+            self._emit(StateChanged(time=time.time(), old=old, new=state))
+
+    # -- listeners --------------------------------------------------------------------
+
+    def add_listener(self, listener: Callable[[Event], object]) -> None:
+        """Call *listener* with every :class:`~topchef_worker.events.Event` from now on.
+
+        Listeners run one at a time, in order, on a thread of the worker's own, so a
+        slow listener never delays heartbeats or jobs; one that raises is logged and
+        kept.
+        """
+        if not callable(listener):
+            raise ConfigurationError(f"a listener must be callable, got {listener!r:.80}")
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: Callable[[Event], object]) -> None:
+        """Stop calling *listener*."""
+        with self._lock:
+            self._listeners = tuple(known for known in self._listeners if known != listener)
+
+    def _emit(self, event: Event) -> None:
+        pool = self._events
+        if pool is None or not self._listeners:
+            return
+        with contextlib.suppress(RuntimeError):  # shut down: nobody listens any more
+            pool.submit(self._dispatch, self._listeners, event)
+
+    def _dispatch(self, listeners: tuple[Callable[[Event], object], ...], event: Event) -> None:
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception:
+                _log.exception("listener %r failed on %s; it stays registered", listener, event)
+
+    def _close_events(self) -> None:
+        pool, self._events = self._events, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def _stopped(self) -> bool:
         return self._state is WorkerState.STOPPED
@@ -830,6 +894,51 @@ class Worker:
             pool_rebuilds=counts["pool_rebuilds"],
         )
 
+    def health(self) -> Health:
+        """Whether the worker is really working: heartbeating, polling, not degraded.
+
+        A service is healthy when its last check-in is younger than its timeout, and
+        (when it has a free slot) its last successful poll younger than a few poll
+        intervals; while every slot is busy, polls pause on purpose.
+        """
+        with self._lock:
+            now = self._clock()
+            free = self.max_jobs - len(self._runs)
+            services = []
+            reasons = []
+            for svc in self._services:
+                heartbeat_age = None if svc.last_beat is None else now - svc.last_beat
+                poll_age = None if svc.last_poll is None else now - svc.last_poll
+                polling_expected = free > 0 and svc.has_room()
+                poll_limit = max(3 * (self.poll_interval or 1.0), 10.0)
+                beating = heartbeat_age is not None and heartbeat_age < svc.service.timeout
+                polling = not polling_expected or (poll_age is not None and poll_age < poll_limit)
+                if not beating:
+                    reasons.append(f"service {svc.id}: no check-in within its timeout")
+                if not polling:
+                    reasons.append(f"service {svc.id}: no successful poll for {poll_limit:g} s")
+                services.append(
+                    ServiceHealth(
+                        service_id=svc.id,
+                        name=svc.service.name,
+                        timeout=svc.service.timeout,
+                        last_heartbeat_age=heartbeat_age,
+                        last_poll_age=poll_age,
+                        in_flight=svc.active,
+                        healthy=beating and polling,
+                    )
+                )
+            if self._state is not WorkerState.RUNNING:
+                reasons.insert(0, f"worker is {self._state.value}")
+            return Health(
+                state=self._state,
+                healthy=not reasons,
+                ready=self._state in _ACTIVE,
+                in_flight=sum(1 for run in self._runs.values() if not run.delivered),
+                services=tuple(services),
+                reasons=tuple(reasons),
+            )
+
     @property
     def services(self) -> list[Service]:
         """The services the worker runs, as resolved at start (empty before)."""
@@ -950,6 +1059,7 @@ class Worker:
                 svc.next_heartbeat = self._clock() + min(delay, svc.interval)
                 first = svc.heartbeat_failures == 1
                 self._failed(error)
+                self._emit(HeartbeatFailed(time=time.time(), service_id=svc.id, error=str(error)))
             _log.log(
                 logging.WARNING if first else logging.DEBUG,
                 "heartbeat for service %s failed: %s",
@@ -962,6 +1072,7 @@ class Worker:
             self._answered()
             svc.heartbeat_failures = 0
             svc.heartbeat_in_flight = False
+            svc.last_beat = sent_at
             svc.last_heartbeat = datetime.now(timezone.utc)
             self._counts["heartbeats_sent"] += 1
             # Scheduled from when this one was sent, so a slow server does not
@@ -981,6 +1092,7 @@ class Worker:
         failure: TopChefError | None = None
         try:
             found = client.next_job(svc.id)
+            seen_at = self._clock()
             if found is not None and self._has_run(found.id):
                 found = self._first_not_run(svc)
             if found is not None and self._polling:
@@ -996,6 +1108,7 @@ class Worker:
             if failure is None:
                 self._answered()
                 svc.poll_failures = 0
+                svc.last_poll = self._clock()
             if claimed is not None:
                 svc.empty_polls = 0
                 svc.idle = False
@@ -1009,12 +1122,21 @@ class Worker:
                     self._ran.popitem(last=False)
                 svc.active += 1
                 self._counts["claimed"] += 1
+                self._emit(
+                    JobClaimed(
+                        time=time.time(),
+                        job_id=claimed.id,
+                        service_id=svc.id,
+                        claim_latency=self._clock() - seen_at,
+                    )
+                )
             elif failure is not None:
                 svc.idle = False
                 svc.poll_failures += 1
                 first_failure = svc.poll_failures == 1 or not is_transient(failure)
                 self._counts["poll_errors"] += 1
                 self._failed(failure)
+                self._emit(PollFailed(time=time.time(), service_id=svc.id, error=str(failure)))
                 delay = self.retry.wait(svc.poll_failures, failure, self._rand())
                 svc.next_poll = self._clock() + delay
             else:
@@ -1143,8 +1265,7 @@ class Worker:
         )
         if state is self._state:
             return
-        self._state = state
-        self._cond.notify_all()
+        self._set_state(state)
         if state is WorkerState.RUNNING:
             _log.info("worker RUNNING again: the server answers and nothing overran")
         elif self._failures:
@@ -1199,6 +1320,8 @@ class Worker:
         with self._cond:
             run.future = future
             run.pool = pool
+            run.started_at = self._clock()
+            self._emit(JobStarted(time=time.time(), job_id=job.id, service_id=svc.id))
             if svc.spec.timeout is not None:
                 run.deadline = self._clock() + svc.spec.timeout
                 self._cond.notify_all()
@@ -1209,6 +1332,8 @@ class Worker:
             return  # whoever cancelled it settles it
         with self._cond:
             run.done = True
+            if run.started_at is not None:
+                run.duration = self._clock() - run.started_at
             if run.settled:
                 # Timed out or interrupted: its outcome was already decided.
                 _log.info(
@@ -1300,6 +1425,22 @@ class Worker:
                 self._owed[job.id] = Outcome(
                     job_id=job.id, service_id=svc.id, status=owed.status, results=owed.results
                 )
+            now = time.time()
+            if delivered is not None and delivered.status is JobStatus.COMPLETED:
+                self._emit(
+                    JobCompleted(time=now, job_id=job.id, service_id=svc.id, duration=run.duration)
+                )
+            elif delivered is not None or owed is not None:
+                self._emit(
+                    JobFailed(
+                        time=now,
+                        job_id=job.id,
+                        service_id=svc.id,
+                        duration=run.duration,
+                        error=_describe(error) if error is not None else "not delivered",
+                        delivered=delivered is not None,
+                    )
+                )
             if delivered is None:
                 self._counts["undelivered"] += 1
             elif delivered.status is JobStatus.COMPLETED:
@@ -1310,8 +1451,13 @@ class Worker:
             self._release(run)
             self._cond.notify_all()
         if delivered is not None:
-            _log.debug(
-                "job %s of service %s: %s", job.id, svc.id, delivered.status.value, extra=extra
+            _log.info(
+                "job %s of service %s: %s in %.3f s",
+                job.id,
+                svc.id,
+                delivered.status.value,
+                run.duration,
+                extra={**extra, "status": delivered.status.value, "duration": run.duration},
             )
         elif owed is None:
             _log.error(
@@ -1426,6 +1572,9 @@ class Worker:
         with self._cond:
             if done:
                 self._counts["requeued"] += 1
+                self._emit(
+                    JobRequeued(time=time.time(), job_id=job.id, service_id=svc.id, reason=reason)
+                )
             else:
                 self._counts["undelivered"] += 1
                 self._owed[job.id] = Outcome(

@@ -1,0 +1,152 @@
+"""Listeners, events and health: what an embedding application can watch."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+from test_resilience import resilient_worker
+from test_worker import fast_worker
+from topchef_worker import Service, TopChefClient, WorkerState
+from topchef_worker.events import (
+    Event,
+    HeartbeatFailed,
+    JobClaimed,
+    JobCompleted,
+    JobFailed,
+    JobRequeued,
+    JobStarted,
+    PollFailed,
+    StateChanged,
+)
+from topchef_worker.testing import TopChefServer
+
+
+def handler(parameters: dict[str, Any]) -> dict[str, Any]:
+    if parameters["b"] < 0:
+        raise ValueError("negative b")
+    return {"sum": parameters["a"] + parameters["b"]}
+
+
+def test_events_follow_each_job_and_the_worker_state(
+    client: TopChefClient, server: TopChefServer, adder: Service
+) -> None:
+    """Claimed, started, then completed or failed per job; the states in order."""
+    events: list[Event] = []
+    worker = fast_worker(server)
+    worker.add_listener(events.append)
+    worker.handler(adder.id)(handler)
+    good = client.submit_job(adder.id, {"a": 1, "b": 2})
+    bad = client.submit_job(adder.id, {"a": 1, "b": -1})
+    worker.run(until_idle=True)
+
+    def kinds(job_id: str) -> list[type[Event]]:
+        return [type(e) for e in events if getattr(e, "job_id", None) == job_id]
+
+    assert [JobClaimed, JobStarted, JobCompleted] == kinds(good.id)
+    assert [JobClaimed, JobStarted, JobFailed] == kinds(bad.id)
+    (failed,) = [e for e in events if isinstance(e, JobFailed)]
+    assert "ValueError: negative b" == failed.error
+    assert failed.delivered
+    (claimed,) = [e for e in events if isinstance(e, JobClaimed) and e.job_id == good.id]
+    assert claimed.claim_latency >= 0
+    assert all(e.duration >= 0 for e in events if isinstance(e, (JobCompleted, JobFailed)))
+    states = [(e.old, e.new) for e in events if isinstance(e, StateChanged)]
+    assert [
+        (WorkerState.NEW, WorkerState.STARTING),
+        (WorkerState.STARTING, WorkerState.RUNNING),
+        (WorkerState.RUNNING, WorkerState.STOPPING),
+        (WorkerState.STOPPING, WorkerState.STOPPED),
+    ] == states
+
+
+def test_requeue_event(client: TopChefClient, server: TopChefServer, adder: Service) -> None:
+    """A job put back at stop is announced with the reason."""
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow(parameters: dict[str, Any]) -> dict[str, Any]:
+        started.set()
+        release.wait(10)
+        return {"sum": 0}
+
+    events: list[Event] = []
+    worker = fast_worker(server)
+    worker.add_listener(events.append)
+    worker.handler(adder.id)(slow)
+    job = client.submit_job(adder.id, {"a": 1, "b": 2})
+    worker.start()
+    assert started.wait(10)
+    worker.stop(timeout=0.01)
+    release.set()
+    (requeued,) = [e for e in events if isinstance(e, JobRequeued)]
+    assert job.id == requeued.job_id
+    assert "stop timeout" in requeued.reason
+
+
+def test_a_failing_listener_is_logged_and_harmless(
+    client: TopChefClient,
+    server: TopChefServer,
+    adder: Service,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A listener that raises does not stop jobs or other listeners."""
+    seen: list[Event] = []
+
+    def broken(event: Event) -> None:
+        raise RuntimeError("dashboard down")
+
+    worker = fast_worker(server)
+    worker.add_listener(broken)
+    worker.add_listener(seen.append)
+    worker.handler(adder.id)(handler)
+    for i in range(3):
+        client.submit_job(adder.id, {"a": i, "b": 1})
+    with caplog.at_level(logging.ERROR, logger="topchef_worker"):
+        worker.run(until_idle=True)
+    assert 3 == worker.stats().completed
+    assert 3 == sum(isinstance(e, JobCompleted) for e in seen)
+    assert any("dashboard down" in (r.exc_text or "") for r in caplog.records)
+
+
+def test_listeners_can_be_removed_and_must_be_callable(server: TopChefServer) -> None:
+    """remove_listener stops the calls; a non-callable is refused."""
+    worker = fast_worker(server)
+    events: list[Event] = []
+    worker.add_listener(events.append)
+    worker.remove_listener(events.append)
+    assert () == worker._listeners
+    with pytest.raises(ValueError, match="callable"):
+        worker.add_listener("print")  # type: ignore[arg-type]
+
+
+def test_health_follows_the_server(
+    client: TopChefClient, server: TopChefServer, adder: Service
+) -> None:
+    """Healthy while heartbeating and polling; not while the server is down; ready
+    from start to stop."""
+    events: list[Event] = []
+    worker = resilient_worker(server)
+    worker.add_listener(events.append)
+    worker.handler(adder.id)(handler)
+    assert (False, False) == (worker.health().healthy, worker.health().ready)
+    with worker:
+        worker.wait_for(lambda stats: stats.heartbeats_sent >= 1 and stats.polls >= 1)
+        health = worker.health()
+        assert (True, True, ()) == (health.healthy, health.ready, health.reasons)
+        (service,) = health.services
+        assert adder.id == service.service_id
+        assert service.last_heartbeat_age is not None
+        assert service.last_heartbeat_age < 30
+        server.stop()
+        worker.wait_for(lambda stats: stats.state is WorkerState.DEGRADED)
+        health = worker.health()
+        assert (False, True) == (health.healthy, health.ready)
+        assert "worker is DEGRADED" == health.reasons[0]
+        server.start()
+        worker.wait_for(lambda stats: stats.state is WorkerState.RUNNING)
+    assert worker.health().healthy is False
+    assert any(isinstance(e, (HeartbeatFailed, PollFailed)) for e in events)
