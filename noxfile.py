@@ -1,4 +1,5 @@
-"""Development sessions: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s bench`.
+"""Development sessions: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s demo`,
+`nox -s bench`.
 
 Every session runs on the interpreter that runs nox, so a machine with a single
 Python (3.11 in CI) runs them all; `nox -s tests-3.9` style sessions are not used.
@@ -36,6 +37,13 @@ def typecheck(session: nox.Session) -> None:
     """Type-check the package with mypy --strict."""
     session.install("-e", ".[validation]", "mypy>=1.8", "types-requests", "types-jsonschema")
     session.run("mypy", "--strict", "src/topchef_worker")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the demo: the FID service on an embedded server (`nox -s demo -- --jobs 500`)."""
+    session.install(".[validation]")
+    session.run("topchef-worker", "demo", *session.posargs)
 
 
 @nox.session

@@ -479,7 +479,7 @@ class TopChefClient:
             ) from error
         except requests.RequestException as error:
             raise TransportError(
-                f"{method} {path}: could not reach {self.base_url}: {error}",
+                f"{method} {path}: could not reach {self.base_url}: {_reason(error)}",
                 method=method,
                 path=path,
                 request_sent=not _refused(error),
@@ -654,6 +654,15 @@ class TopChefClient:
             path=path,
             status_code=status,
         ) from None
+
+
+def _reason(error: requests.RequestException) -> str:
+    """The root cause of a requests error, without urllib3's layers of wrapping."""
+    inner = error.args[0] if error.args else error
+    reason = getattr(inner, "reason", None) or inner
+    text = str(reason)
+    marker = "Failed to establish a new connection: "
+    return text.split(marker, 1)[1].rstrip("\"')") if marker in text else text
 
 
 def _refused(error: requests.RequestException) -> bool:

@@ -42,7 +42,8 @@ class WorkerStats:
         polls: Polls sent; ``empty_polls`` found nothing, ``poll_errors`` failed.
         heartbeats_sent: Successful check-ins; ``heartbeats_failed`` failed ones.
         last_heartbeat: Per service id, when its last check-in succeeded (UTC).
-        overrun: Handler calls still running after their job timed out.
+        overrun: Handler calls still running although their job's outcome is decided:
+            it timed out, or the worker's stop timeout expired.
         undelivered: Outcomes the worker could not deliver (yet): written to the
             outbox at stop, if there is one.
         pool_rebuilds: Times a broken job pool was replaced.

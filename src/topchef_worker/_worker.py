@@ -248,6 +248,7 @@ class Worker:
                 )
             self._pool_factory = job_pool
         self.retry = retry or RetryPolicy.forever()
+        self._overrun_given = max_overrun is not None
         self.max_overrun = max_jobs if max_overrun is None else max_overrun
         self._outbox = None if outbox is None else Outbox(outbox)
         self._journal = None if journal is None else Journal(journal)
@@ -291,6 +292,33 @@ class Worker:
 
     def __repr__(self) -> str:
         return f"<Worker {self.url or '(no URL yet)'} {self._state.value}>"
+
+    def configure(
+        self,
+        *,
+        url: str | None = None,
+        max_jobs: int | None = None,
+        outbox: str | os.PathLike[str] | None = None,
+        journal: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """Override settings before the worker starts (the command line uses this)."""
+        with self._lock:
+            if self._state is not WorkerState.NEW:
+                raise ConfigurationError("configure a worker before it starts")
+        if max_jobs is not None:
+            if isinstance(max_jobs, bool) or not isinstance(max_jobs, int) or max_jobs < 1:
+                raise ConfigurationError(f"max_jobs must be an int >= 1, got {max_jobs!r}")
+            self.max_jobs = max_jobs
+            if not self._overrun_given:
+                self.max_overrun = max_jobs
+        if url is not None:
+            if self._given_client is not None:
+                raise ConfigurationError("this worker was given a client; its URL is fixed")
+            self.url = url
+        if outbox is not None:
+            self._outbox = Outbox(outbox)
+        if journal is not None:
+            self._journal = Journal(journal)
 
     # -- registration -----------------------------------------------------------------
 
@@ -889,7 +917,8 @@ class Worker:
             heartbeats_sent=counts["heartbeats_sent"],
             heartbeats_failed=counts["heartbeats_failed"],
             last_heartbeat={svc.id: svc.last_heartbeat for svc in self._services},
-            overrun=len(self._leaked),
+            overrun=len(self._leaked)
+            + sum(1 for run in self._runs.values() if run.delivered and not run.done),
             undelivered=len(self._owed),
             pool_rebuilds=counts["pool_rebuilds"],
         )
@@ -1022,7 +1051,15 @@ class Worker:
 
     def _submit(self, pool: Executor | None, fn: Callable[..., Any], *args: Any) -> None:
         assert pool is not None
-        pool.submit(fn, *args)
+        try:
+            pool.submit(fn, *args)
+        except RuntimeError:
+            # Only when the interpreter is exiting without stop() having been called
+            # (concurrent.futures refuses new work then): stop scheduling, so that
+            # the process can exit.
+            if self._beating:
+                _log.error("the interpreter is exiting before the worker was stopped")
+            self._beating = self._polling = False
 
     def _wait_until(self, predicate: Callable[[], bool], deadline: float | None) -> bool:
         """Wait until *predicate* holds (True) or *deadline* passes or hurry (False)."""
