@@ -35,7 +35,9 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check the package with mypy --strict."""
-    session.install("-e", ".[validation,prometheus]", "mypy>=1.8", "types-requests", "types-jsonschema")
+    session.install(
+        "-e", ".[validation,prometheus]", "mypy>=1.8", "types-requests", "types-jsonschema"
+    )
     session.run("mypy", "--strict", "src/topchef_worker")
 
 
