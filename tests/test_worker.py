@@ -669,3 +669,20 @@ def test_registration_after_start_is_refused(server: TopChefServer, adder: Servi
     worker.handler(adder.id)(add)
     with worker, pytest.raises(ConfigurationError, match="before the worker starts"):
         worker.handler("8a432f0e-7b17-4c63-8e68-ddd5b4eb46c0")(add)
+
+
+def test_idle_polling_is_spread_over_many_services(
+    client: TopChefClient, server: TopChefServer
+) -> None:
+    """With many services, an idle queue is polled less often than poll_interval, so
+    that idle polls stay under idle_poll_rate per second in all."""
+    worker = fast_worker(server, poll_interval=1.0, idle_poll_rate=2.0)
+    for i in range(6):
+        sid = client.create_service(
+            name=f"s{i}", description="d", job_registration_schema={}, job_result_schema={}
+        ).id
+        worker.handler(sid)(add)
+    with worker:
+        assert 3.0 == worker._idle_poll_interval()
+    with pytest.raises(ConfigurationError, match="idle_poll_rate"):
+        Worker(server.url, idle_poll_rate=0)

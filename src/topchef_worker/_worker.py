@@ -165,6 +165,9 @@ class Worker:
         poll_interval: Longest wait between polls of an idle service.  An empty queue
             is polled again after ``min_poll_interval``, doubling up to this.
         min_poll_interval: The first wait after a poll that found nothing.
+        idle_poll_rate: Most polls a second, over all services, once their queues
+            have been empty for a while: with many services, each idle one is polled
+            less often than ``poll_interval`` (200 services: every 10 s).
         jitter: Fraction by which waits are randomly shortened, so that workers
             started together drift apart.
         request_timeout: Connect and read timeouts for every request.
@@ -197,6 +200,7 @@ class Worker:
         heartbeat_interval: float | timedelta | None = None,
         poll_interval: float | timedelta = 1.0,
         min_poll_interval: float | timedelta = 0.01,
+        idle_poll_rate: float = 20.0,
         jitter: float = 0.1,
         request_timeout: TimeoutLike = DEFAULT_TIMEOUT,
         session: requests.Session | None = None,
@@ -234,6 +238,11 @@ class Worker:
                 f"poll_interval ({self.poll_interval:g} s)"
             )
         self.jitter = jitter
+        if isinstance(idle_poll_rate, bool) or not (
+            isinstance(idle_poll_rate, (int, float)) and idle_poll_rate > 0
+        ):
+            raise ConfigurationError(f"idle_poll_rate must be positive, got {idle_poll_rate!r}")
+        self.idle_poll_rate = float(idle_poll_rate)
         self.request_timeout = request_timeout
         self._session = session
         self._given_client = client
@@ -1184,7 +1193,7 @@ class Worker:
                 svc.next_poll = self._clock() + poll_delay(
                     svc.empty_polls,
                     minimum=self.min_poll_interval or 0.0,
-                    maximum=self.poll_interval or 0.0,
+                    maximum=self._idle_poll_interval(),
                     jitter=self.jitter,
                     rand=self._rand,
                 )
@@ -1199,6 +1208,16 @@ class Worker:
             )
         if run is not None:
             self._launch(run)
+
+    def _idle_poll_interval(self) -> float:
+        """The longest wait between polls of an empty queue.
+
+        ``poll_interval``, stretched when there are so many services that polling
+        each that often would send more than ``idle_poll_rate`` polls a second: the
+        server handles one request at a time, and idle polls should not crowd out
+        everyone's heartbeats.
+        """
+        return max(self.poll_interval or 0.0, len(self._services) / self.idle_poll_rate)
 
     def _has_run(self, job_id: str) -> bool:
         """True for a job this worker ran recently or holds now (even unstarted)."""
