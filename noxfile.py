@@ -50,7 +50,10 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run the benchmarks and print their figures (see benchmarks/README.md)."""
-    session.install("-e", ".[validation]")
+    """Run the benchmark suite; writes benchmarks/results/ and docs/benchmarks.md.
+
+    `nox -s bench -- --quick` for a short smoke run, `-- --only 1,2` for some scenarios.
+    """
+    session.install(".[validation]", "matplotlib")
     session.run("python", "benchmarks/server_rate.py")
-    session.run("python", "benchmarks/worker_throughput.py", *session.posargs)
+    session.run("python", "benchmarks/suite.py", "--docs", *session.posargs)
