@@ -1,5 +1,5 @@
-"""Development sessions: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s demo`,
-`nox -s bench`.
+"""Development sessions: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s docs`,
+`nox -s demo`, `nox -s bench`.
 
 Every session runs on the interpreter that runs nox, so a machine with a single
 Python (3.11 in CI) runs them all; `nox -s tests-3.9` style sessions are not used.
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
+
+PYTHON_PATHS = ("src", "tests", "benchmarks", "examples", "docs", "noxfile.py")
 
 
 @nox.session
@@ -28,8 +30,8 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Check style and formatting with ruff."""
     session.install("ruff==0.17.6")  # pinned: formatting changes between releases
-    session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("ruff", "check", *PYTHON_PATHS)
+    session.run("ruff", "format", "--check", *PYTHON_PATHS)
 
 
 @nox.session
@@ -39,6 +41,13 @@ def typecheck(session: nox.Session) -> None:
         "-e", ".[validation,prometheus]", "mypy>=1.8", "types-requests", "types-jsonschema"
     )
     session.run("mypy", "--strict", "src/topchef_worker")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation with Sphinx, warnings as errors, into docs/_build."""
+    session.install(".[validation]", "sphinx>=7", "myst-parser>=2", "furo")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
 
 
 @nox.session

@@ -25,6 +25,7 @@ import requests
 import urllib3.exceptions
 
 from . import _parse
+from ._durations import to_seconds
 from ._ids import id_from_url, parse_id
 from ._models import ErrorEntry, Job, JobStatus, JobSummary, Service, ServiceSummary
 from ._retry import RetryPolicy
@@ -62,24 +63,15 @@ _NO_BODY = object()
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-def _seconds(value: float | timedelta, name: str) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or a timedelta, got {value!r}")
-    if not seconds > 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return float(seconds)
-
-
 def _timeout_pair(timeout: TimeoutLike) -> tuple[float, float]:
     if isinstance(timeout, tuple):
         if len(timeout) != 2:
             raise ValueError(f"timeout must be (connect, read), got {timeout!r}")
         return (
-            _seconds(timeout[0], "connect timeout"),
-            _seconds(timeout[1], "read timeout"),
+            to_seconds(timeout[0], "connect timeout"),
+            to_seconds(timeout[1], "read timeout"),
         )
-    both = _seconds(timeout, "timeout")
+    both = to_seconds(timeout, "timeout")
     return (both, both)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 import attrs
 
+from ._durations import to_seconds
 from ._ids import parse_id
 from .exceptions import ConfigurationError
 
@@ -26,12 +27,10 @@ def positive_seconds(value: float | timedelta | None, name: str) -> float | None
     """Normalise a duration to float seconds; None stays None; nonsense fails."""
     if value is None:
         return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise ConfigurationError(f"{name} must be seconds or a timedelta, got {value!r}")
-    if not seconds > 0:
-        raise ConfigurationError(f"{name} must be positive, got {value!r}")
-    return float(seconds)
+    try:
+        return to_seconds(value, name)
+    except (TypeError, ValueError) as error:
+        raise ConfigurationError(str(error)) from None
 
 
 def _name(fn: object) -> str:
