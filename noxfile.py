@@ -26,6 +26,13 @@ def tests(session: nox.Session) -> None:
     session.run("coverage", "report")
 
 
+@nox.session(python=["3.9", "3.10", "3.11", "3.12", "3.13"])
+def compat(session: nox.Session) -> None:
+    """Run the tests on every supported Python that is installed (others are skipped)."""
+    session.install("-e", ".[tests,prometheus]")
+    session.run("pytest", "-q", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check style and formatting with ruff."""

@@ -835,10 +835,16 @@ class Worker:
         receiver.setblocking(False)
         self._wakeup.setblocking(False)
         previous: dict[int, Any] = {}
+        wakeup_fd = -1
         try:
             if threading.current_thread() is threading.main_thread():
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     previous[signum] = signal.signal(signum, self._on_signal)
+                # A signal may be delivered to any thread, and then select() on the
+                # main thread is not interrupted; the wakeup fd makes the C-level
+                # handler write to the socket select() waits on, whichever thread
+                # received it, so the Python handler runs at once.
+                wakeup_fd = signal.set_wakeup_fd(self._wakeup.fileno(), warn_on_full_buffer=False)
             self.start()
             while not self._exit_requested and self._state in _ACTIVE:
                 select.select([receiver], [], [])
@@ -848,6 +854,8 @@ class Worker:
             try:
                 self.stop(timeout=0 if self._hurry else stop_timeout)
             finally:
+                if previous:
+                    signal.set_wakeup_fd(wakeup_fd)
                 for number, handler in previous.items():
                     signal.signal(number, handler)
                 wakeup, self._wakeup = self._wakeup, None
@@ -1403,7 +1411,9 @@ class Worker:
         error = future.exception()
         value = None if error is not None else future.result()
         if isinstance(error, BrokenExecutor) and run.pool is not None:
-            self._pool_broke(run.pool, error)
+            # Not here: this callback may run on the broken pool's own management
+            # thread, which holds locks that shutting the pool down needs.
+            self._submit(self._io_pool, self._pool_broke, run.pool, error)
         try:
             self._submit(self._io_pool, self._report, run, value, error)
         except RuntimeError:  # pragma: no cover - the I/O pool outlives every job
