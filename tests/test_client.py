@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import uuid
 from datetime import timedelta
@@ -572,6 +573,54 @@ def test_session_auth_and_headers_are_sent(server: TopChefServer, adder: Service
         assert logged.headers["authorization"].startswith("Basic ")
         assert "nmr-1" == logged.headers["x-instrument"]
     session.close()
+
+
+def test_rotated_session_header_is_sent_on_the_next_request(
+    server: TopChefServer, adder: Service
+) -> None:
+    """A header changed on an injected session after a request goes out on the next."""
+    with requests.Session() as session:
+        session.headers["Authorization"] = "Bearer one"
+        client = TopChefClient(server.url, session=session, retry=None)
+        client.service(adder.id)
+        first = server.requests[-1].headers.get("authorization")
+        session.headers["Authorization"] = "Bearer two"
+        client.service(adder.id)
+        second = server.requests[-1].headers.get("authorization")
+    assert ["Bearer one", "Bearer two"] == [first, second]
+
+
+def test_changed_session_auth_is_sent_on_the_next_request(
+    server: TopChefServer, adder: Service
+) -> None:
+    """New credentials set as an injected session's auth are used from the next request."""
+    with requests.Session() as session:
+        session.auth = ("lab", "one")
+        client = TopChefClient(server.url, session=session, retry=None)
+        client.check_in(adder.id)
+        first = server.requests[-1].headers.get("authorization")
+        session.auth = ("lab", "two")
+        client.check_in(adder.id)
+        second = server.requests[-1].headers.get("authorization")
+    expected = [
+        f"Basic {base64.b64encode(f'lab:{password}'.encode()).decode()}"
+        for password in ("one", "two")
+    ]
+    assert expected == [first, second]
+
+
+def test_cookie_added_to_session_is_sent_on_the_next_request(
+    server: TopChefServer, adder: Service
+) -> None:
+    """A cookie put in an injected session's jar after a request goes out on the next."""
+    with requests.Session() as session:
+        client = TopChefClient(server.url, session=session, retry=None)
+        client.service(adder.id)
+        first = server.requests[-1].headers.get("cookie")
+        session.cookies.set("lab_session", "abc")
+        client.service(adder.id)
+        second = server.requests[-1].headers.get("cookie")
+    assert [None, "lab_session=abc"] == [first, second]
 
 
 def test_bodies_over_the_limit_are_refused(server: TopChefServer, adder: Service) -> None:

@@ -123,7 +123,10 @@ class TopChefClient:
         session: The :class:`requests.Session` to send requests with; by default the
             client makes one, which reads proxy and CA settings from the environment
             once rather than on every request, and closes it in :meth:`close`.  Pass
-            your own for other TLS settings or adapters; the client never changes it.
+            your own for other TLS settings, adapters or authentication; the client
+            never changes it.  Its headers, auth, cookies and hooks are read on every
+            request, so a rotated token is sent from the next request on; its
+            proxies, ``verify`` and ``cert`` are read once, here.
         timeout: Seconds (or a timedelta) for both connecting and reading, or a
             ``(connect, read)`` pair.  Every request has both.
         retry: How transient failures are retried; None to fail at once.  GET and
@@ -165,7 +168,6 @@ class TopChefClient:
         self._send_settings = self.session.merge_environment_settings(
             self.base_url, {}, None, None, None
         )
-        self._templates: dict[tuple[str, bool], requests.PreparedRequest] = {}
 
     def __repr__(self) -> str:
         return f"TopChefClient({self.base_url!r})"
@@ -507,31 +509,19 @@ class TopChefClient:
     def _prepare(
         self, method: str, path: str, data: bytes | None, headers: dict[str, str] | None
     ) -> requests.PreparedRequest:
-        """Build a request from a per-method template instead of preparing it anew.
+        """Build a request from the session as it is now, as ``Session.request`` does.
 
-        ``Session.request`` merges the session's settings and parses the URL on every
-        call, which costs as much as the rest of a request to a local server.  The
-        merge is done once per method here (the session's headers, auth and cookies
-        as they are at that first request); only the URL and the body change.
+        The session's headers, auth, cookies and hooks are merged anew for every
+        request (and every retry), so a token rotated on an injected session is sent
+        from the next request on.  That costs more than copying a cached request, but
+        little next to a request to the real server.  Proxies and the CA bundle were
+        resolved once, in ``__init__``; a session that trusts the environment still
+        has requests look up ``.netrc`` here when it has no auth, as it would in
+        ``Session.request``.
         """
-        key = (method, headers is not None)
-        template = self._templates.get(key)
-        if template is None:
-            template = self.session.prepare_request(
-                requests.Request(method, self.base_url + "/", headers=headers)
-            )
-            self._templates[key] = template
-        assert template.url is not None
-        prepared = requests.PreparedRequest()
-        prepared.method = template.method
-        prepared.url = template.url[:-1] + path
-        prepared.headers = template.headers.copy()
-        prepared._cookies = template._cookies  # type: ignore[attr-defined]
-        prepared.hooks = template.hooks
-        prepared.body = data
-        if data is not None:
-            prepared.headers["Content-Length"] = str(len(data))
-        return prepared
+        return self.session.prepare_request(
+            requests.Request(method, self.base_url + path, headers=headers, data=data)
+        )
 
     def _fail(
         self,
