@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,3 +50,16 @@ def adder(client: TopChefClient) -> Service:
         job_registration_schema=ADDER_PARAMETERS,
         job_result_schema=ADDER_RESULTS,
     )
+
+
+@pytest.fixture(scope="session")
+def ipv6_loopback() -> str:
+    """``::1``, or skip the test on a machine without an IPv6 loopback."""
+    if not socket.has_ipv6:
+        pytest.skip("Python was built without IPv6")
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError as error:
+        pytest.skip(f"no IPv6 loopback: {error}")
+    return "::1"
