@@ -18,16 +18,36 @@ from topchef_worker.exceptions import (
 )
 from topchef_worker.testing import TopChefServer
 
-policies = st.builds(
-    RetryPolicy,
-    initial=st.floats(0.001, 10),
-    maximum=st.floats(0.001, 600),
-    exp_base=st.floats(1, 10),
-    jitter=st.floats(0, 0.99),
-    attempts=st.none() | st.integers(1, 100),
-    deadline=st.none() | st.floats(0, 1e4),
-    max_retry_after=st.floats(0, 600),
-)
+
+def policies_with(attempts: st.SearchStrategy[int | None]) -> st.SearchStrategy[RetryPolicy]:
+    return st.builds(
+        RetryPolicy,
+        initial=st.floats(0.001, 10),
+        maximum=st.floats(0.001, 600),
+        exp_base=st.floats(1, 10),
+        jitter=st.floats(0, 0.99),
+        attempts=attempts,
+        deadline=st.none() | st.floats(0, 1e4),
+        max_retry_after=st.floats(0, 600),
+    )
+
+
+policies = policies_with(st.none() | st.integers(1, 100))
+
+
+class FakeTime:
+    """A clock that moves only when the code under test sleeps (or a test moves it)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
 
 
 def _server_error(status: int = 503, retry_after: float | None = None) -> ServerError:
@@ -57,17 +77,96 @@ def test_retry_after_is_respected_and_capped(policy: RetryPolicy, retry_after: f
     assert wait <= max(policy.maximum, policy.max_retry_after)
 
 
-@given(policies, st.integers(1, 200), st.floats(0, 1e5))
+@given(policies, st.integers(1, 200), st.floats(0, 1e5), st.floats(0, 1e3))
 def test_only_transient_errors_within_limits_are_retried(
+    policy: RetryPolicy, attempt: int, elapsed: float, wait: float
+) -> None:
+    """Transient errors are retried while attempts remain and the next attempt would
+    start before the deadline; a 4xx never."""
+    within = (policy.attempts is None or attempt < policy.attempts) and (
+        policy.deadline is None or elapsed + wait < policy.deadline
+    )
+    assert within == policy.retries(_server_error(), attempt, elapsed, wait)
+    rejected = RejectedError("x", method="PATCH", path="/", status_code=400)
+    assert policy.retries(rejected, attempt, elapsed, wait) is False
+
+
+@given(policies, st.integers(1, 200), st.floats(0, 1e5))
+def test_retries_counts_the_longest_wait_by_default(
     policy: RetryPolicy, attempt: int, elapsed: float
 ) -> None:
-    """Transient errors are retried until attempts or the deadline run out; a 4xx never."""
-    within = (policy.attempts is None or attempt < policy.attempts) and (
-        policy.deadline is None or elapsed < policy.deadline
+    """Without a wait, retries() assumes the policy's unjittered (longest) wait."""
+    error = _server_error()
+    longest = policy.wait(attempt, error, 0.0)
+    assert policy.retries(error, attempt, elapsed, longest) == policy.retries(
+        error, attempt, elapsed
     )
-    assert within == policy.retries(_server_error(), attempt, elapsed)
-    rejected = RejectedError("x", method="PATCH", path="/", status_code=400)
-    assert policy.retries(rejected, attempt, elapsed) is False
+
+
+def test_a_wait_past_the_deadline_is_not_taken() -> None:
+    """deadline=2 with waits of 1 s then 2 s: attempts start at 0 and 1 s, and the one
+    that would start at 3 s is not made; the last error is raised at once."""
+    fake = FakeTime()
+    started: list[float] = []
+
+    def failing() -> None:
+        started.append(fake.now)
+        raise _server_error()
+
+    policy = RetryPolicy(initial=1.0, jitter=0.0, attempts=None, deadline=2.0)
+    with pytest.raises(ServerError):
+        policy.call(failing, sleep=fake.sleep, clock=fake.clock)
+    assert [0.0, 1.0] == started
+    assert [1.0] == fake.slept
+
+
+def test_the_deadline_counts_the_wait_on_the_default_clock() -> None:
+    """On the real clock too, a wait that would end past the deadline is not taken
+    (the recorded waits take no time, far less than the 500 s margin)."""
+    slept: list[float] = []
+    calls: list[int] = []
+
+    def failing() -> None:
+        calls.append(1)
+        raise _server_error()
+
+    policy = RetryPolicy(initial=1000.0, maximum=1e4, jitter=0.0, attempts=5, deadline=1500.0)
+    with pytest.raises(ServerError):
+        policy.call(failing, sleep=slept.append)
+    assert [1000.0] == slept
+    assert 2 == len(calls)
+
+
+@given(
+    policies_with(st.integers(1, 20)),
+    st.lists(st.floats(0, 100), min_size=20, max_size=20),
+    st.floats(0, 1, exclude_max=True),
+)
+def test_call_decides_as_retries_does(
+    policy: RetryPolicy, durations: list[float], rand: float
+) -> None:
+    """call() makes another attempt exactly when retries() says so, given the time the
+    attempts took and the wait drawn, so no attempt starts past the deadline."""
+    fake = FakeTime()
+    started: list[float] = []
+    ended: list[float] = []
+    error = _server_error()
+
+    def failing() -> None:
+        started.append(fake.now)
+        fake.now += durations[len(ended)]
+        ended.append(fake.now)
+        raise error
+
+    with pytest.raises(ServerError):
+        policy.call(failing, sleep=fake.sleep, clock=fake.clock, rand=lambda: rand)
+    waits = [*fake.slept, policy.wait(len(ended), error, rand)]
+    decisions = [
+        policy.retries(error, attempt, elapsed, wait)
+        for attempt, (elapsed, wait) in enumerate(zip(ended, waits, strict=True), start=1)
+    ]
+    assert [True] * (len(ended) - 1) + [False] == decisions
+    assert policy.deadline is None or all(start < policy.deadline for start in started[1:])
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import attrs
 import tenacity
@@ -66,8 +67,9 @@ class RetryPolicy:
         exp_base: Growth factor between waits.
         jitter: Fraction by which each wait is randomly shortened.
         attempts: Most attempts in all (the first included); None for no limit.
-        deadline: Seconds after the first attempt when no new attempt starts; None
-            for no limit.
+        deadline: Seconds after the first attempt's start from which no attempt
+            starts: a wait that would end there or later is not taken, and the last
+            error is raised instead.  None for no limit.
         max_retry_after: The longest wait a server's ``Retry-After`` can ask for.
     """
 
@@ -111,14 +113,34 @@ class RetryPolicy:
             delay = max(delay, min(float(retry_after), self.max_retry_after))
         return delay
 
-    def retries(self, error: BaseException, attempt: int, elapsed: float) -> bool:
-        """Whether to try again after *error* ended attempt *attempt*, *elapsed*
-        seconds after the first attempt started."""
+    def retries(
+        self,
+        error: BaseException,
+        attempt: int,
+        elapsed: float,
+        wait: float | None = None,
+    ) -> bool:
+        """Whether to try again after *error* ended attempt *attempt* (1-based),
+        *elapsed* seconds after the first attempt started.
+
+        The next attempt would start *wait* seconds from now; it is made only if that
+        is before the deadline.  By default *wait* is :meth:`wait` without jitter, the
+        longest the policy would wait, so a yes holds whatever the jitter draws.
+        """
         if not is_transient(error):
             return False
-        if self.attempts is not None and attempt >= self.attempts:
+        if wait is None:
+            wait = self.wait(attempt, error)
+        return self._may_start(attempt, elapsed + wait)
+
+    def _may_start(self, attempts_made: int, start: float) -> bool:
+        """Whether another attempt may follow *attempts_made*, starting *start*
+        seconds after the first: the limits alone, whatever the error."""
+        if self.attempts is not None and attempts_made >= self.attempts:
             return False
-        return self.deadline is None or elapsed < self.deadline
+        # An attempt that would start at the deadline or later is not made: stopping
+        # at the last failure is better than waiting only to give up.
+        return self.deadline is None or start < self.deadline
 
     def call(
         self,
@@ -129,6 +151,7 @@ class RetryPolicy:
         retry_if: Callable[[BaseException], bool] = is_transient,
         on_retry: Callable[[BaseException, int, float], None] | None = None,
         rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
     ) -> _T:
         """Call *fn* until it returns, or raise its last error.
 
@@ -140,14 +163,10 @@ class RetryPolicy:
                 limits (the client narrows it for requests that are not idempotent).
             on_retry: Called with the error, the attempt number and the wait before
                 each wait, for logging.
+            rand: Draws the jitter, in [0, 1).
+            clock: Seconds on a monotonic scale, for the deadline.
         """
-        stops: Any = tenacity.stop_never
-        if self.attempts is not None:
-            stops = stops | tenacity.stop_after_attempt(self.attempts)
-        if self.deadline is not None:
-            stops = stops | tenacity.stop_after_delay(self.deadline)
-        if stop is not None:
-            stops = stops | tenacity.stop_when_event_set(stop)
+        started = clock()
         if sleep is None:
             sleep = tenacity.nap.sleep_using_event(stop) if stop is not None else time.sleep
 
@@ -161,6 +180,15 @@ class RetryPolicy:
                 assert error is not None
                 delay = state.next_action.sleep if state.next_action is not None else 0.0
                 on_retry(error, state.attempt_number, delay)
+
+        def stops(state: tenacity.RetryCallState) -> bool:
+            # tenacity (>= 8.3) computes the wait before it asks whether to stop, so the
+            # deadline can be checked against when the next attempt would start.  The
+            # policy's own clock is used rather than tenacity's, which cannot be injected.
+            if stop is not None and stop.is_set():
+                return True
+            start = clock() - started + state.upcoming_sleep
+            return not self._may_start(state.attempt_number, start)
 
         def should_retry(error: BaseException) -> bool:
             return retry_if(error) and not (stop is not None and stop.is_set())
