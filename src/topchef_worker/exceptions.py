@@ -4,9 +4,13 @@
 
     TopChefError
     ├── ConfigurationError           (also a ValueError) a worker or handler set up
-    │                                wrongly: no URL, a duplicate handler, ...
+    │   │                            wrongly: no URL, a duplicate handler, ...
+    │   └── LedgerLockedError        a journal or outbox another process has open
     ├── InvalidRequestError          (also a ValueError) nothing was sent: a malformed
     │                                id, parameters that are not an object, ...
+    ├── LedgerError                  a journal or outbox file cannot be opened or
+    │   │                            written (``path``; the OS error is the cause)
+    │   └── LedgerLockedError
     ├── JobError                     why a job ended ERROR (``job_id``, ``service_id``);
     │   │                            what ``error_results`` callables receive
     │   ├── InvalidParametersError   parameters fail the registration schema
@@ -35,7 +39,9 @@ since they may cross a process pool.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -50,6 +56,8 @@ __all__ = [
     "JobError",
     "JobNotFoundError",
     "JobTimeoutError",
+    "LedgerError",
+    "LedgerLockedError",
     "NotFoundError",
     "RejectedError",
     "RequestTimeoutError",
@@ -94,6 +102,21 @@ class InvalidRequestError(TopChefError, ValueError):
 
 class ConfigurationError(TopChefError, ValueError):
     """A worker or handler is set up wrongly; raised before any job runs."""
+
+
+class LedgerError(TopChefError):
+    """A journal or outbox file could not be opened, locked, read or written.
+
+    ``path`` is the file; the OS error, if there was one, is the ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str]) -> None:
+        super().__init__(message)
+        self.path = Path(path)
+
+
+class LedgerLockedError(LedgerError, ConfigurationError):
+    """Another process has the journal or outbox open: two workers cannot share one."""
 
 
 class JobError(TopChefError):

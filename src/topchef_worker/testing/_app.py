@@ -4,7 +4,9 @@ This module knows nothing of sockets: :class:`TopChefApp` takes a parsed request
 returns status, headers and body, exactly as the real server would for the same
 request, so the contract can be tested without I/O and the HTTP layer stays small.
 It is not thread-safe on its own; the server calls it under one lock, which is also
-how the real server behaves (one request at a time).
+how the real server behaves (one request at a time).  Here are the routes, the state
+and what each endpoint does to it; how answers are worded and request bodies read
+is in :mod:`topchef_worker.testing._wire`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import heapq
 import json
 import uuid
-from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -21,79 +22,38 @@ import jsonschema
 
 from topchef_worker._ids import parse_id
 
+from ._wire import (
+    API_INFO,
+    EMPTY_TYPE,
+    JOB_SCHEMA,
+    JSON_TYPE,
+    META_JOB,
+    META_JOB_LIST,
+    META_SERVICE,
+    META_SERVICES,
+    MISSING,
+    STATUSES,
+    AppRequest,
+    AppResponse,
+    Context,
+    Fail,
+    deserialization_error,
+    enveloped,
+    error_entry,
+    error_response,
+    html_page,
+    json_response,
+    not_found,
+    schema_error_detail,
+    service_changes,
+)
+
 __all__ = ["AppRequest", "AppResponse", "TopChefApp"]
 
 Clock = Callable[[], datetime]
 
-_JSON = "application/json"
-_HTML = "text/html"
-_EMPTY_TYPE = "text/html; charset=utf-8"
-
-# Flask's own error pages, byte for byte as the real server sends them.
-_HTML_PAGES = {
-    404: (
-        '<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 3.2 Final//EN">\n'
-        "<title>404 Not Found</title>\n<h1>Not Found</h1>\n"
-        "<p>The requested URL was not found on the server. If you entered the URL "
-        "manually please check your spelling and try again.</p>\n"
-    ),
-    405: (
-        '<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 3.2 Final//EN">\n'
-        "<title>405 Method Not Allowed</title>\n<h1>Method Not Allowed</h1>\n"
-        "<p>The method is not allowed for the requested URL.</p>\n"
-    ),
-    500: (
-        '<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 3.2 Final//EN">\n'
-        "<title>500 Internal Server Error</title>\n<h1>Internal Server Error</h1>\n"
-        "<p>The server encountered an internal error and was unable to complete your "
-        "request. Either the server is overloaded or there is an error in the "
-        "application.</p>\n"
-    ),
-}
-
 _OVERRIDABLE = frozenset({"GET", "HEAD", "POST", "DELETE", "PUT", "PATCH", "OPTIONS"})
 _BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
-_STATUSES = ("REGISTERED", "WORKING", "COMPLETED", "ERROR")
-_NOT_JSON_DETAIL = (
-    "Could not undertand input. Either it is not JSON, or the type was not specified "
-    "using the Content-Type header"
-)
-_MISSING = "Missing data for required field."
-_TRUTHY = frozenset({"t", "T", "true", "True", "TRUE", "1", 1})
-_FALSY = frozenset({"f", "F", "false", "False", "FALSE", "0", 0})
-
-# The meta schemas the real server attaches are generated, inaccurate (the contract
-# says not to validate against them) and large; these keep their keys and intent.
-_JOB_SCHEMA: dict[str, Any] = {
-    "$schema": "http://json-schema.org/draft-04/schema#",
-    "type": "object",
-    "properties": {
-        "date_submitted": {"type": "string"},
-        "id": {"type": "string"},
-        "parameters": {"type": "object"},
-        "results": {"type": "object"},
-        "status": {"enum": list(_STATUSES), "type": "string"},
-    },
-    "required": ["id", "parameters", "results", "status"],
-}
-_SERVICE_SCHEMA: dict[str, Any] = {
-    "$schema": "http://json-schema.org/draft-04/schema#",
-    "title": "Detailed Service Schema",
-    "type": "object",
-}
-_META_JOB = json.dumps({"job_schema": _JOB_SCHEMA}, sort_keys=True)
-_META_JOB_LIST = json.dumps({"data_schema": {"type": "array", "items": _JOB_SCHEMA}})
-_META_SERVICE = json.dumps({"service_schema": _SERVICE_SCHEMA})
-_META_SERVICES = json.dumps(
-    {"service_schema": _SERVICE_SCHEMA, "new_service_schema": _SERVICE_SCHEMA}
-)
-_API_INFO = {
-    "documentation_url": "https://topchef.readthedocs.io/en/latest/",
-    "maintainer_email": "michalkononenko@gmail.com",
-    "maintainer_name": "Michal Kononenko",
-    "source_code_repository_url": "https://www.github.com/MichalKononenko/TopChef",
-    "version": "0.1dev",
-}
 
 # Routes: (first segment, number of segments, tail) -> (name, methods).
 _ROUTES: dict[tuple[str, ...], tuple[str, tuple[str, ...]]] = {
@@ -107,34 +67,6 @@ _ROUTES: dict[tuple[str, ...], tuple[str, tuple[str, ...]]] = {
     ("jobs", "*"): ("job", ("GET", "PATCH")),
     ("validator",): ("validator", ("GET", "POST")),
 }
-
-
-@attrs.frozen
-class AppRequest:
-    """A request as the app sees it; header names are lower case."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes = b""
-
-
-@attrs.frozen
-class AppResponse:
-    """A response: status, Content-Type (None for none), extra headers and body."""
-
-    status: int
-    content_type: str | None
-    body: bytes = b""
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-class _Fail(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """Raised by a handler to answer with a prepared response."""
-
-    def __init__(self, response: AppResponse) -> None:
-        super().__init__(response.status)
-        self.response = response
 
 
 @attrs.define
@@ -182,52 +114,6 @@ class _Job:
         }
 
 
-def _entry(status: int, title: str, detail: str) -> dict[str, Any]:
-    return {"status_code": status, "title": title, "detail": detail}
-
-
-def _deserialization(field: str, messages: Iterable[str]) -> dict[str, Any]:
-    return _entry(
-        400,
-        "Deserialization Error From Client Data",
-        f"Valdation of key '{field}' threw error '{list(messages)!r}'.",
-    )
-
-
-def _errors(entries: list[dict[str, Any]]) -> AppResponse:
-    """Answer with TopChef's error body; the status is derived from the entries."""
-    codes = {entry["status_code"] for entry in entries}
-    if len(codes) == 1:
-        status = codes.pop()
-    elif all(400 < code < 500 for code in codes):
-        status = 400
-    else:
-        status = 500
-    return _json_response(status, {"errors": entries})
-
-
-def _html(status: int, headers: tuple[tuple[str, str], ...] = ()) -> AppResponse:
-    return AppResponse(status, _HTML, _HTML_PAGES[status].encode(), headers)
-
-
-def _json_response(
-    status: int, body: Any, headers: tuple[tuple[str, str], ...] = ()
-) -> AppResponse:
-    return AppResponse(status, _JSON, json.dumps(body).encode(), headers)
-
-
-def _enveloped(data: Any, meta_json: str, self_url: str) -> AppResponse:
-    # The meta part is constant per endpoint and pre-serialised, which keeps the
-    # hot endpoints (next, job detail) cheap.
-    links = json.dumps({"self": self_url})
-    body = f'{{"data": {json.dumps(data)}, "links": {links}, "meta": {meta_json}}}'
-    return AppResponse(200, _JSON, body.encode())
-
-
-def _schema_error_detail(error: Any) -> str:
-    return f"Validation of schema [] threw error {error.message}"
-
-
 class TopChefApp:
     """The in-memory state and request handling of one TopChef server."""
 
@@ -253,25 +139,25 @@ class TopChefApp:
         pattern = tuple("*" if i == 1 and s else s for i, s in enumerate(segments))
         route = _ROUTES.get(pattern)
         if route is None:
-            return _html(404)
+            return html_page(404)
         name, methods = route
         allow = (("Allow", ", ".join(("HEAD", *methods, "OPTIONS"))),)
         if method == "OPTIONS":
-            return AppResponse(200, _EMPTY_TYPE, b"", allow)
+            return AppResponse(200, EMPTY_TYPE, b"", allow)
         if method == "HEAD":
             # TopChef's own 405 with a JSON body that HEAD then drops.
-            return AppResponse(405, _JSON, b"", ())
+            return AppResponse(405, JSON_TYPE, b"", ())
         if method not in methods:
-            return _html(405, allow)
+            return html_page(405, allow)
         handler = getattr(self, f"_{name}_{method.lower()}")
-        context = _Context(self, request, body, host, segments)
+        context = Context(request, body, host, segments)
         try:
             response: AppResponse = handler(context)
-        except _Fail as fail:
+        except Fail as fail:
             return fail.response
         except Exception:
             # Flask's answer to any unhandled exception.
-            return _html(500)
+            return html_page(500)
         return response
 
     # -- helpers ----------------------------------------------------------------------
@@ -279,51 +165,19 @@ class TopChefApp:
     def _service(self, raw: str) -> _Service:
         sid = parse_id(raw)
         if sid is None:
-            raise _Fail(
-                _errors(
-                    [
-                        _entry(
-                            404,
-                            "Not UUID Error",
-                            f"The string {raw} could not be converted to a UUID",
-                        )
-                    ]
-                )
-            )
+            raise not_found("Not UUID Error", f"The string {raw} could not be converted to a UUID")
         service = self.services.get(sid)
         if service is None:
-            raise _Fail(
-                _errors(
-                    [
-                        _entry(
-                            404,
-                            "Service Not Found",
-                            f"A service with UUID {sid} does not exist",
-                        )
-                    ]
-                )
-            )
+            raise not_found("Service Not Found", f"A service with UUID {sid} does not exist")
         return service
 
     def _job(self, raw: str) -> _Job:
         jid = parse_id(raw)
         if jid is None:
-            raise _Fail(
-                _errors(
-                    [
-                        _entry(
-                            404,
-                            "Not UUID Error",
-                            f"The string {raw} could not be converted to a UUID",
-                        )
-                    ]
-                )
-            )
+            raise not_found("Not UUID Error", f"The string {raw} could not be converted to a UUID")
         job = self.jobs.get(jid)
         if job is None:
-            raise _Fail(
-                _errors([_entry(404, "Job Not Found", f"A job with id {jid} was not found")])
-            )
+            raise not_found("Job Not Found", f"A job with id {jid} was not found")
         return job
 
     def _validator(self, service: _Service, which: str) -> Any:
@@ -373,17 +227,17 @@ class TopChefApp:
 
     # -- endpoints --------------------------------------------------------------------
 
-    def _root_get(self, ctx: _Context) -> AppResponse:
-        return _enveloped(_API_INFO, json.dumps({"schema": {"type": "object"}}), ctx.url("/"))
+    def _root_get(self, ctx: Context) -> AppResponse:
+        return enveloped(API_INFO, json.dumps({"schema": {"type": "object"}}), ctx.url("/"))
 
-    def _services_get(self, ctx: _Context) -> AppResponse:
+    def _services_get(self, ctx: Context) -> AppResponse:
         data = [
             {"description": s.description, "id": s.id, "name": s.name}
             for s in self.services.values()
         ]
-        return _enveloped(data, _META_SERVICES, ctx.url("/services"))
+        return enveloped(data, META_SERVICES, ctx.url("/services"))
 
-    def _services_post(self, ctx: _Context) -> AppResponse:
+    def _services_post(self, ctx: Context) -> AppResponse:
         body = ctx.json_object()
         problems = []
         for key in (
@@ -393,13 +247,13 @@ class TopChefApp:
             "name",
         ):
             if key not in body:
-                problems.append(_deserialization(key, [_MISSING]))
+                problems.append(deserialization_error(key, [MISSING]))
             elif key.endswith("schema") and not isinstance(body[key], dict):
-                problems.append(_deserialization(key, ["Not a valid mapping type."]))
+                problems.append(deserialization_error(key, ["Not a valid mapping type."]))
             elif not key.endswith("schema") and not isinstance(body[key], str):
-                problems.append(_deserialization(key, ["Not a valid string."]))
+                problems.append(deserialization_error(key, ["Not a valid string."]))
         if problems:
-            return _errors(problems)
+            return error_response(problems)
         sid = str(uuid.uuid4())
         self.services[sid] = _Service(
             id=sid,
@@ -413,17 +267,17 @@ class TopChefApp:
             "data": {"message": "service successfully created"},
             "links": {"self": ctx.url("/services")},
         }
-        return _json_response(201, body_out, (("Location", ctx.url(f"/services/{sid}")),))
+        return json_response(201, body_out, (("Location", ctx.url(f"/services/{sid}")),))
 
-    def _service_get(self, ctx: _Context) -> AppResponse:
+    def _service_get(self, ctx: Context) -> AppResponse:
         service = self._service(ctx.segments[1])
-        return _enveloped(
+        return enveloped(
             self._service_detail(service),
-            _META_SERVICE,
+            META_SERVICE,
             ctx.url(f"/services/{service.id}"),
         )
 
-    def _service_patch(self, ctx: _Context) -> AppResponse:
+    def _service_patch(self, ctx: Context) -> AppResponse:
         service = self._service(ctx.segments[1])
         # The real handler checks in first and commits in a `finally`, so the
         # check-in sticks even when the rest of the request fails.
@@ -432,26 +286,26 @@ class TopChefApp:
         body = ctx.json_or_none()
         if body is None:
             stamp = now.astimezone(timezone.utc).replace(tzinfo=None).isoformat()
-            return _json_response(200, {"meta": f"Service checked in at {stamp}"})
+            return json_response(200, {"meta": f"Service checked in at {stamp}"})
         if not isinstance(body, dict):
-            return _errors([_deserialization("_schema", ["Invalid input type."])])
-        changes, problems = _service_changes(body)
+            return error_response([deserialization_error("_schema", ["Invalid input type."])])
+        changes, problems = service_changes(body)
         if problems:
-            return _errors(problems)
+            return error_response(problems)
         for key in ("is_available", "description", "name"):
             if key in changes:
                 setattr(service, key, changes[key])
         if "timeout" in changes:
             if changes["timeout"] == 0:
-                return _html(500)  # ValueError in the model's setter, after the above
+                return html_page(500)  # ValueError in the model's setter, after the above
             service.timeout = changes["timeout"]
-        return _enveloped(
+        return enveloped(
             self._service_detail(service),
-            _META_SERVICE,
+            META_SERVICE,
             ctx.url(f"/services/{service.id}"),
         )
 
-    def _service_jobs_get(self, ctx: _Context) -> AppResponse:
+    def _service_jobs_get(self, ctx: Context) -> AppResponse:
         service = self._service(ctx.segments[1])
         meta = json.dumps(
             {
@@ -459,30 +313,32 @@ class TopChefApp:
                     "type": "object",
                     "properties": {"parameters": service.registration_schema},
                 },
-                "data_schema": {"type": "array", "items": _JOB_SCHEMA},
+                "data_schema": {"type": "array", "items": JOB_SCHEMA},
             }
         )
-        return _enveloped(
+        return enveloped(
             [job.view() for job in service.jobs],
             meta,
             ctx.url(f"/services/{service.id}/jobs"),
         )
 
-    def _service_jobs_post(self, ctx: _Context) -> AppResponse:
+    def _service_jobs_post(self, ctx: Context) -> AppResponse:
         service = self._service(ctx.segments[1])
         body = ctx.json_object()
         if "parameters" not in body:
-            return _errors([_deserialization("parameters", [_MISSING])])
+            return error_response([deserialization_error("parameters", [MISSING])])
         parameters = body["parameters"]
         if not isinstance(parameters, dict):
-            return _errors([_deserialization("parameters", ["Not a valid mapping type."])])
+            return error_response(
+                [deserialization_error("parameters", ["Not a valid mapping type."])]
+            )
         validator = self._validator(service, "registration")
         problems = [
-            _entry(400, "JSONSchema Validation Error", _schema_error_detail(error))
+            error_entry(400, "JSONSchema Validation Error", schema_error_detail(error))
             for error in validator.iter_errors(parameters)
         ]
         if problems:
-            return _errors(problems)
+            return error_response(problems)
         jid = str(uuid.uuid4())
         self._seq += 1
         # Deliberate difference: the real server stamps every job with its own start
@@ -498,45 +354,43 @@ class TopChefApp:
         self.jobs[jid] = job
         service.jobs.append(job)
         self._set_status(job, "REGISTERED")
-        return _json_response(
+        return json_response(
             201,
             {"data": job.view(), "meta": f"new job ID is {jid}"},
             (("Location", ctx.url(f"/jobs/{jid}")),),
         )
 
-    def _next_job_get(self, ctx: _Context) -> AppResponse:
+    def _next_job_get(self, ctx: Context) -> AppResponse:
         service = self._service(ctx.segments[1])
         waiting = self._waiting(service, 1)
         if not waiting:
-            return AppResponse(204, _EMPTY_TYPE)
-        return _enveloped(
-            waiting[0].view(), _META_JOB, ctx.url(f"/services/{service.id}/jobs/next")
-        )
+            return AppResponse(204, EMPTY_TYPE)
+        return enveloped(waiting[0].view(), META_JOB, ctx.url(f"/services/{service.id}/jobs/next"))
 
-    def _queue_get(self, ctx: _Context) -> AppResponse:
+    def _queue_get(self, ctx: Context) -> AppResponse:
         service = self._service(ctx.segments[1])
         waiting = self._waiting(service, 10)
         if not waiting:
-            return AppResponse(204, _EMPTY_TYPE)
-        return _enveloped(
+            return AppResponse(204, EMPTY_TYPE)
+        return enveloped(
             [job.view() for job in waiting],
-            _META_JOB_LIST,
+            META_JOB_LIST,
             ctx.url(f"/services/{service.id}/queue"),
         )
 
-    def _jobs_get(self, ctx: _Context) -> AppResponse:
-        return _enveloped(
+    def _jobs_get(self, ctx: Context) -> AppResponse:
+        return enveloped(
             [job.summary() for job in self.jobs.values()],
-            _META_JOB_LIST,
+            META_JOB_LIST,
             ctx.url("/jobs"),
         )
 
-    def _job_get(self, ctx: _Context) -> AppResponse:
+    def _job_get(self, ctx: Context) -> AppResponse:
         job = self._job(ctx.segments[1])
-        meta = json.dumps({"job_info_schema": _JOB_SCHEMA, "patch_request_schema": _JOB_SCHEMA})
-        return _enveloped(job.view(), meta, ctx.url(f"/jobs/{job.id}"))
+        meta = json.dumps({"job_info_schema": JOB_SCHEMA, "patch_request_schema": JOB_SCHEMA})
+        return enveloped(job.view(), meta, ctx.url(f"/jobs/{job.id}"))
 
-    def _job_patch(self, ctx: _Context) -> AppResponse:
+    def _job_patch(self, ctx: Context) -> AppResponse:
         job = self._job(ctx.segments[1])
         body = ctx.json_object()
         problems = []
@@ -544,150 +398,53 @@ class TopChefApp:
         if status is not None:
             # A non-string status is an unhandled AttributeError: 500 HTML.
             status = status.upper()
-            if status not in _STATUSES:
+            if status not in STATUSES:
                 problems.append(
-                    _deserialization("status", [f"Invalid enum member {body['status']}"])
+                    deserialization_error("status", [f"Invalid enum member {body['status']}"])
                 )
         results = body.get("results")
         if results is not None and not isinstance(results, dict):
-            problems.append(_deserialization("results", ["Not a valid mapping type."]))
+            problems.append(deserialization_error("results", ["Not a valid mapping type."]))
         if problems:
-            return _errors(problems)
+            return error_response(problems)
         if results is not None:
             validator = self._validator(self.services[job.service_id], "result")
             schema_problems = [
-                _entry(400, "JSONSchema Validation Error", _schema_error_detail(error))
+                error_entry(400, "JSONSchema Validation Error", schema_error_detail(error))
                 for error in validator.iter_errors(results)
             ]
             if schema_problems:
-                return _errors(schema_problems)  # nothing applied, status included
+                return error_response(schema_problems)  # nothing applied, status included
             job.results = results
         if status is not None:
             self._set_status(job, status)
-        return _json_response(200, job.view())
+        return json_response(200, job.view())
 
-    def _validator_get(self, ctx: _Context) -> AppResponse:
+    def _validator_get(self, ctx: Context) -> AppResponse:
         meta = json.dumps({"validator_schema": {"type": "object"}})
-        return _enveloped({}, meta, ctx.url("/validator"))
+        return enveloped({}, meta, ctx.url("/validator"))
 
-    def _validator_post(self, ctx: _Context) -> AppResponse:
+    def _validator_post(self, ctx: Context) -> AppResponse:
         body = ctx.json_object()
         problems = []
         for key in ("object", "schema"):
             if key not in body:
-                problems.append(_deserialization(key, [_MISSING]))
+                problems.append(deserialization_error(key, [MISSING]))
             elif not isinstance(body[key], dict):
-                problems.append(_deserialization(key, ["Not a valid mapping type."]))
+                problems.append(deserialization_error(key, ["Not a valid mapping type."]))
         if problems:
-            return _errors(problems)
+            return error_response(problems)
         jsonschema.Draft4Validator.check_schema(body["schema"])
         errors = [
-            _entry(400, "JSONSchema Validation Error", _schema_error_detail(error))
+            error_entry(400, "JSONSchema Validation Error", schema_error_detail(error))
             for error in jsonschema.Draft4Validator(body["schema"]).iter_errors(body["object"])
         ]
         if errors:
-            return _errors(errors)
-        return _json_response(
+            return error_response(errors)
+        return json_response(
             200,
             {
                 "data": {"status": "Validation was successful"},
                 "links": {"self": ctx.url("/validator")},
             },
         )
-
-
-def _service_changes(
-    body: dict[str, Any],
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Deserialise a service PATCH body as marshmallow 2 did; unknown keys ignored."""
-    changes: dict[str, Any] = {}
-    problems = []
-    for key in ("name", "description"):
-        if key in body:
-            if isinstance(body[key], str):
-                changes[key] = body[key]
-            else:
-                problems.append(_deserialization(key, ["Not a valid string."]))
-    if "is_available" in body:
-        value = body["is_available"]
-        if _hashable(value) and value in _TRUTHY:
-            changes["is_available"] = True
-        elif _hashable(value) and value in _FALSY:
-            changes["is_available"] = False
-        else:
-            problems.append(_deserialization("is_available", ["Not a valid boolean."]))
-    if "timeout" in body:
-        timeout = _integer(body["timeout"])
-        if timeout is None:
-            problems.append(_deserialization("timeout", ["Not a valid integer."]))
-        elif timeout < 0:
-            problems.append(
-                _deserialization("timeout", ["Attempted to set a negative timeout duration"])
-            )
-        else:
-            changes["timeout"] = timeout
-    return changes, problems
-
-
-def _hashable(value: object) -> bool:
-    return isinstance(value, (str, int, float, bool))
-
-
-def _integer(value: object) -> int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        try:
-            return int(value)
-        except (OverflowError, ValueError):
-            return None
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            return None
-    return None
-
-
-_NOT_JSON = object()
-
-
-@attrs.define
-class _Context:
-    """What one endpoint call needs: the app, the request and helpers on it."""
-
-    app: TopChefApp
-    request: AppRequest
-    body: bytes
-    host: str
-    segments: tuple[str, ...]
-
-    def url(self, path: str) -> str:
-        return f"http://{self.host}{path}"
-
-    def _parsed_json(self) -> object | Any:
-        content_type = self.request.headers.get("content-type", "")
-        mime = content_type.split(";", 1)[0].strip().lower()
-        if not (
-            mime == "application/json"
-            or (mime.startswith("application/") and mime.endswith("+json"))
-        ):
-            return _NOT_JSON
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            return _NOT_JSON
-
-    def json_or_none(self) -> Any:
-        """The JSON body, or None when there is none or it is not JSON."""
-        parsed = self._parsed_json()
-        return None if parsed is _NOT_JSON else parsed
-
-    def json_object(self) -> dict[str, Any]:
-        """The JSON body as an object, or fail as TopChef does (400)."""
-        parsed = self._parsed_json()
-        if parsed is _NOT_JSON or parsed is None:
-            raise _Fail(_errors([_entry(400, "Request Not JSON", _NOT_JSON_DETAIL)]))
-        if not isinstance(parsed, dict):
-            raise _Fail(_errors([_deserialization("_schema", ["Invalid input type."])]))
-        return parsed
