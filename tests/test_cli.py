@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
@@ -12,9 +13,9 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -55,9 +56,9 @@ def app(tmp_path: Path) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
         return int(probe.getsockname()[1])
 
 
@@ -71,6 +72,21 @@ def eventually(check: Callable[[], bool], timeout: float = WAIT) -> None:
             assert not done.wait(0.05), "the condition did not hold in time"
     finally:
         deadline.cancel()
+
+
+def connect(host: str, port: int) -> http.client.HTTPConnection:
+    """An HTTP/1.1 connection, opened once the process under test listens."""
+    connection = http.client.HTTPConnection(host, port, timeout=WAIT)
+
+    def connected() -> bool:
+        try:
+            connection.connect()
+        except OSError:
+            return False
+        return True
+
+    eventually(connected)
+    return connection
 
 
 def completed(log: list[Any]) -> int:
@@ -222,8 +238,8 @@ def test_json_logs_carry_the_job_fields(
 def test_metrics_and_health_endpoints(
     app: Path, client: TopChefClient, server: TopChefServer, adder: Service, processes: Any
 ) -> None:
-    """/metrics is Prometheus text; /healthz is 200, then 503 while the server is
-    down; /readyz stays 200."""
+    """/metrics is Prometheus text; while the server is down /readyz turns 503 and
+    /healthz (liveness) stays 200, so an orchestrator does not restart the worker."""
     port = free_port()
     client.submit_job(adder.id, {"a": 1, "b": 1})
     process = Process(
@@ -258,13 +274,95 @@ def test_metrics_and_health_endpoints(
     assert 1.0 == samples[("topchef_worker_jobs_total", "completed")]
     assert "topchef_worker_job_duration_seconds" in families
     assert "topchef_worker_state" in families
+    eventually(lambda: status("/readyz") == 200)
     server.stop()
-    eventually(lambda: status("/healthz") == 503)
-    assert 200 == status("/readyz")
+    eventually(lambda: status("/readyz") == 503)
+    assert 200 == status("/healthz")
     server.start()
-    eventually(lambda: status("/healthz") == 200)
+    eventually(lambda: status("/readyz") == 200)
     process.signal(signal.SIGTERM)
     assert 0 == process.finish()
+
+
+def test_an_idle_metrics_connection_does_not_delay_the_exit(
+    app: Path, server: TopChefServer, adder: Service, processes: Any
+) -> None:
+    """A client holding a connection to --metrics-port open without a request does
+    not keep `run` from exiting after SIGTERM."""
+    port = free_port()
+    process = Process(
+        "run",
+        f"{app}:worker",
+        "--url",
+        server.url,
+        "--metrics-port",
+        str(port),
+        env={"APP_SERVICE_ID": adder.id},
+    )
+    processes.append(process)
+    idle = connect("127.0.0.1", port)
+    try:
+        # Accepted in order: once this is answered, the idle connection has its handler.
+        probe = connect("127.0.0.1", port)
+        probe.request("GET", "/nowhere")
+        assert 404 == probe.getresponse().status
+        probe.close()
+        process.signal(signal.SIGTERM)
+        assert 0 == process.finish()
+    finally:
+        idle.close()
+
+
+def test_metrics_on_ipv6_loopback(
+    app: Path, server: TopChefServer, adder: Service, processes: Any, ipv6_loopback: str
+) -> None:
+    """`--metrics-host ::1` serves /metrics over IPv6."""
+    port = free_port(ipv6_loopback)
+    process = Process(
+        "run",
+        f"{app}:worker",
+        "--url",
+        server.url,
+        "--metrics-host",
+        ipv6_loopback,
+        "--metrics-port",
+        str(port),
+        env={"APP_SERVICE_ID": adder.id},
+    )
+    processes.append(process)
+    connection = connect(ipv6_loopback, port)
+    connection.request("GET", "/metrics")
+    response = connection.getresponse()
+    text = response.read().decode()
+    connection.close()
+    assert 200 == response.status
+    assert "topchef_worker_state" in text
+    process.signal(signal.SIGTERM)
+    assert 0 == process.finish()
+
+
+def test_a_metrics_port_in_use_is_a_usage_error(
+    app: Path, server: TopChefServer, adder: Service, processes: Any
+) -> None:
+    """A --metrics-port that cannot be bound is a one-line error with exit code 2."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = Process(
+            "run",
+            f"{app}:worker",
+            "--url",
+            server.url,
+            "--metrics-port",
+            str(port),
+            env={"APP_SERVICE_ID": adder.id},
+        )
+        processes.append(process)
+        assert 2 == process.finish()
+    errors = [line for line in process.stderr if "error" in line]
+    assert 1 == len(errors)
+    assert f"topchef-worker: error: cannot serve metrics on 127.0.0.1 port {port}: " in errors[0]
 
 
 def test_demo_completes_and_prints_a_summary(processes: Any) -> None:

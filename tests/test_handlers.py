@@ -128,7 +128,7 @@ def test_timedelta_options() -> None:
     """Durations may be timedeltas."""
     worker = Worker("http://x", heartbeat_interval=timedelta(seconds=2))
     worker.handler(SID, timeout=timedelta(minutes=1))(one)
-    assert 2.0 == worker.heartbeat_interval
+    assert 2.0 == worker.settings.heartbeat_interval
 
 
 @pytest.mark.parametrize(
@@ -139,7 +139,7 @@ def test_timedelta_options() -> None:
         ({"jitter": 1.0}, "jitter"),
         ({"poll_interval": 0}, "poll_interval"),
         ({"min_poll_interval": 2.0}, "must not exceed"),
-        ({"remember_jobs": 0}, "remember_jobs"),
+        ({"max_overrun": -1}, "max_overrun"),
     ],
 )
 def test_bad_worker_settings(kwargs: dict[str, Any], message: str) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from test_resilience import resilient_worker
 from test_worker import fast_worker
-from topchef_worker import Service, TopChefClient, WorkerState
+from topchef_worker import Service, TopChefClient, Worker, WorkerState
+from topchef_worker._metrics import MonitoringServer
 from topchef_worker.events import (
     Event,
     HeartbeatFailed,
@@ -112,13 +115,20 @@ def test_a_failing_listener_is_logged_and_harmless(
     assert any("dashboard down" in (r.exc_text or "") for r in caplog.records)
 
 
-def test_listeners_can_be_removed_and_must_be_callable(server: TopChefServer) -> None:
+def test_listeners_can_be_removed_and_must_be_callable(
+    client: TopChefClient, server: TopChefServer, adder: Service
+) -> None:
     """remove_listener stops the calls; a non-callable is refused."""
     worker = fast_worker(server)
-    events: list[Event] = []
-    worker.add_listener(events.append)
-    worker.remove_listener(events.append)
-    assert () == worker._listeners
+    worker.handler(adder.id)(handler)
+    kept: list[Event] = []
+    removed: list[Event] = []
+    worker.add_listener(kept.append)
+    worker.add_listener(removed.append)
+    worker.remove_listener(removed.append)
+    client.submit_job(adder.id, {"a": 1, "b": 2})
+    worker.run(until_idle=True)
+    assert ([], True) == (removed, any(isinstance(e, JobCompleted) for e in kept))
     with pytest.raises(ValueError, match="callable"):
         worker.add_listener("print")  # type: ignore[arg-type]
 
@@ -126,17 +136,26 @@ def test_listeners_can_be_removed_and_must_be_callable(server: TopChefServer) ->
 def test_health_follows_the_server(
     client: TopChefClient, server: TopChefServer, adder: Service
 ) -> None:
-    """Healthy while heartbeating and polling; not while the server is down; ready
-    from start to stop."""
+    """Healthy while heartbeating and polling; neither healthy nor ready while the
+    server is down, but alive: a TopChef outage is no reason to restart the worker."""
     events: list[Event] = []
     worker = resilient_worker(server)
     worker.add_listener(events.append)
     worker.handler(adder.id)(handler)
-    assert (False, False) == (worker.health().healthy, worker.health().ready)
+    assert (False, False, False) == (
+        worker.health().alive,
+        worker.health().healthy,
+        worker.health().ready,
+    )
     with worker:
         worker.wait_for(lambda stats: stats.heartbeats_sent >= 1 and stats.polls >= 1)
         health = worker.health()
-        assert (True, True, ()) == (health.healthy, health.ready, health.reasons)
+        assert (True, True, True, ()) == (
+            health.alive,
+            health.healthy,
+            health.ready,
+            health.reasons,
+        )
         (service,) = health.services
         assert adder.id == service.service_id
         assert service.last_heartbeat_age is not None
@@ -144,9 +163,83 @@ def test_health_follows_the_server(
         server.stop()
         worker.wait_for(lambda stats: stats.state is WorkerState.DEGRADED)
         health = worker.health()
-        assert (False, True) == (health.healthy, health.ready)
+        assert (True, False, False) == (health.alive, health.healthy, health.ready)
         assert "worker is DEGRADED" == health.reasons[0]
         server.start()
         worker.wait_for(lambda stats: stats.state is WorkerState.RUNNING)
     assert worker.health().healthy is False
     assert any(isinstance(e, (HeartbeatFailed, PollFailed)) for e in events)
+
+
+# -- the monitoring server ----------------------------------------------------------------
+
+WAIT = 10.0  # far longer than stop() may take; only a hang reaches it
+
+
+def get(host: str, port: int, path: str) -> tuple[int, bytes]:
+    """One GET on a fresh connection, closed afterwards."""
+    connection = http.client.HTTPConnection(host, port, timeout=WAIT)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def connected_only(connection: http.client.HTTPConnection) -> None:
+    connection.connect()
+
+
+def half_a_request(connection: http.client.HTTPConnection) -> None:
+    connection.connect()
+    assert connection.sock is not None
+    connection.sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n")
+
+
+def one_request_kept_alive(connection: http.client.HTTPConnection) -> None:
+    connection.request("GET", "/metrics")
+    connection.getresponse().read()
+
+
+@pytest.mark.parametrize("hold", [connected_only, half_a_request, one_request_kept_alive])
+def test_stop_does_not_wait_for_idle_connections(
+    hold: Callable[[http.client.HTTPConnection], None],
+) -> None:
+    """stop() returns, and closes the connection, while an HTTP/1.1 client holds it
+    open without finishing a request."""
+    monitoring = MonitoringServer(Worker()).start()
+    client = http.client.HTTPConnection("127.0.0.1", monitoring.port, timeout=WAIT)
+    try:
+        hold(client)
+        # Connections are accepted in order: once this one is answered, the server
+        # has taken the client's connection and its handler is waiting on it.
+        assert 404 == get("127.0.0.1", monitoring.port, "/nowhere")[0]
+        stopping = threading.Thread(target=monitoring.stop, daemon=True)
+        stopping.start()
+        stopping.join(WAIT)
+        assert not stopping.is_alive(), "stop() waited for the idle client"
+        if client.sock is not None:
+            assert b"" == client.sock.recv(1)
+    finally:
+        client.close()
+
+
+def test_stop_is_idempotent() -> None:
+    """A second stop() does nothing, and neither does stop() before start()."""
+    MonitoringServer(Worker()).stop()
+    monitoring = MonitoringServer(Worker()).start()
+    monitoring.stop()
+    monitoring.stop()
+
+
+@pytest.mark.parametrize("brackets", [False, True])
+def test_serves_on_ipv6_loopback(ipv6_loopback: str, brackets: bool) -> None:
+    """An IPv6 host such as ``::1`` (or ``[::1]``) is served over IPv6."""
+    host = f"[{ipv6_loopback}]" if brackets else ipv6_loopback
+    monitoring = MonitoringServer(Worker(), host=host).start()
+    try:
+        status, body = get(ipv6_loopback, monitoring.port, "/metrics")
+    finally:
+        monitoring.stop()
+    assert (503, b"metrics need: pip install 'topchef-worker[prometheus]'\n") == (status, body)

@@ -202,6 +202,7 @@ def test_undelivered_outcomes_go_to_the_outbox_and_are_delivered_next_start(
     second = resilient_worker(server, outbox=outbox)
     second.handler(adder.id)(lambda parameters: {"sum": -1})
     with second:
+        second.wait_for(lambda stats: stats.completed >= 1)
         assert (JobStatus.COMPLETED, {"sum": 3}) == (
             client.job(job.id).status,
             client.job(job.id).results,

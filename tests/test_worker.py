@@ -204,8 +204,10 @@ def test_heartbeat_interval_defaults_to_a_third_of_the_timeout(
     worker = fast_worker(server)
     worker.handler(service.id)(add)
     with worker:
+        assert worker.wait_ready(WAIT)
         assert [service.id] == [s.id for s in worker.services]
-        assert 3.0 == worker._services[0].interval
+        assert worker._runtime is not None
+        assert 3.0 == worker._runtime.services[0].interval
         assert 9 == worker.services[0].timeout
 
 
@@ -396,10 +398,11 @@ def test_job_timeout_ends_error_and_counts_the_overrun(
     assert (0, JobStatus.ERROR) == (worker.stats().overrun, client.job(job.id).status)
 
 
-def test_no_job_runs_twice_in_one_worker(
+def test_a_job_requeued_on_purpose_runs_again(
     client: TopChefClient, server: TopChefServer, adder: Service
 ) -> None:
-    """A job put back in the queue after it ran is not run again; younger jobs are."""
+    """A job an operator puts back in the queue after it ran here runs again, and the
+    younger jobs behind it run too."""
     calls: Counter[str] = Counter()
     first_done = threading.Event()
 
@@ -413,16 +416,12 @@ def test_no_job_runs_twice_in_one_worker(
     first = client.submit_job(adder.id, {"a": 1, "b": 2})
     with worker:
         assert first_done.wait(WAIT)
-        server.wait_for_requests(
-            lambda log: any(r.path == f"/jobs/{first.id}" and b"COMPLETED" in r.body for r in log)
-        )
+        worker.wait_for(lambda stats: stats.completed == 1)
         client.update_job(first.id, status="REGISTERED")
         second = client.submit_job(adder.id, {"a": 2, "b": 2})
-        server.wait_for_requests(
-            lambda log: any(r.path == f"/jobs/{second.id}" and b"COMPLETED" in r.body for r in log)
-        )
-    assert {first.id: 1, second.id: 1} == dict(calls)
-    assert JobStatus.REGISTERED == client.job(first.id).status
+        worker.wait_for(lambda stats: stats.completed == 3)
+    assert {first.id: 2, second.id: 1} == dict(calls)
+    assert JobStatus.COMPLETED == client.job(first.id).status
 
 
 # -- pools ----------------------------------------------------------------------------
@@ -597,12 +596,16 @@ def test_start_without_handlers(server: TopChefServer) -> None:
 
 
 def test_unknown_service_id_fails_start(server: TopChefServer, threads_before: Any) -> None:
-    """A handler for a service the server does not have fails start() by id."""
+    """A handler for a service the server does not have ends the start, by id: a
+    configuration error, not an outage to wait out."""
     worker = fast_worker(server)
     worker.handler("00000000-0000-0000-0000-000000000000")(add)
-    with pytest.raises(ServiceNotFoundError, match="00000000-0000"):
-        worker.start()
-    assert WorkerState.NEW == worker.state
+    worker.start()
+    with pytest.raises(ConfigurationError, match="00000000-0000") as raised:
+        worker.wait_ready(WAIT)
+    assert isinstance(raised.value.__cause__, ServiceNotFoundError)
+    assert WorkerState.STOPPED == worker.state
+    worker.stop()
 
 
 def test_find_or_create(client: TopChefClient, server: TopChefServer) -> None:
@@ -618,18 +621,21 @@ def test_find_or_create(client: TopChefClient, server: TopChefServer) -> None:
     first = fast_worker(server)
     first.handler(**spec)(add)
     with first:
+        assert first.wait_ready(WAIT)
         created = first.services[0]
     assert (12, "Adder") == (created.timeout, created.name)
 
     again = fast_worker(server)
     again.handler(**{**spec, "service_timeout": 15})(add)
     with again:
+        assert again.wait_ready(WAIT)
         assert created.id == again.services[0].id
     assert 15 == client.service(created.id).timeout
 
     other = fast_worker(server)
     other.handler(**{**spec, "job_result_schema": {"type": "object"}})(add)
     with other:
+        assert other.wait_ready(WAIT)
         assert created.id != other.services[0].id
     assert 2 == len(client.services())
 
@@ -637,13 +643,13 @@ def test_find_or_create(client: TopChefClient, server: TopChefServer) -> None:
 def test_invalid_schema_is_refused_before_creating(
     client: TopChefClient, server: TopChefServer
 ) -> None:
-    """A schema that is not valid Draft 4 fails start, and no service is created."""
+    """A schema that is not valid Draft 4 is refused at registration, naming it, and
+    no service is created."""
     worker = fast_worker(server)
-    worker.handler(
-        name="bad", description="d", job_registration_schema={"type": 5}, job_result_schema={}
-    )(add)
-    with pytest.raises(ConfigurationError, match="not a valid Draft-4 JSON Schema"):
-        worker.start()
+    with pytest.raises(ConfigurationError, match="job_registration_schema of 'bad' is not a valid"):
+        worker.handler(
+            name="bad", description="d", job_registration_schema={"type": 5}, job_result_schema={}
+        )(add)
     assert [] == client.services()
 
 
@@ -659,8 +665,10 @@ def test_two_handlers_resolving_to_one_service(
         job_registration_schema=ADDER_PARAMETERS,
         job_result_schema=ADDER_RESULTS,
     )(add)
+    worker.start()
     with pytest.raises(ConfigurationError, match="two handlers"):
-        worker.start()
+        worker.wait_ready(WAIT)
+    worker.stop()
 
 
 def test_registration_after_start_is_refused(server: TopChefServer, adder: Service) -> None:
@@ -682,7 +690,6 @@ def test_idle_polling_is_spread_over_many_services(
             name=f"s{i}", description="d", job_registration_schema={}, job_result_schema={}
         ).id
         worker.handler(sid)(add)
-    with worker:
-        assert 3.0 == worker._idle_poll_interval()
+    assert 3.0 == worker.settings.idle_poll_interval(6)
     with pytest.raises(ConfigurationError, match="idle_poll_rate"):
         Worker(server.url, idle_poll_rate=0)

@@ -38,7 +38,8 @@ def main() -> list[dict[str, Any]]:
             job_result_schema=RESULTS,
         )(add)
 
-        with worker:  # start(): finds or creates the service, then polls
+        with worker:  # start(): returns at once; the worker connects in the background
+            worker.wait_ready(timeout=30)  # the service is found (or created)
             (service,) = worker.services
             jobs = [client.submit_job(service.id, {"a": i, "b": 10}) for i in range(5)]
             worker.wait_for(lambda stats: stats.completed == len(jobs))

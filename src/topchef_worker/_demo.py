@@ -133,6 +133,8 @@ def _submit_and_run(
     failures: list[str],
     lock: threading.Lock,
 ) -> dict[str, Any]:
+    if not worker.wait_ready(timeout=30):
+        raise RuntimeError("the worker did not start within 30 s")
     (service,) = worker.services
     rng = random.Random(2017)
     submitted: dict[str, float] = {}

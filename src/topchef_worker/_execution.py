@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ._models import Job
+from ._tasks import marked
 
 __all__ = ["call_handler"]
 
@@ -17,7 +18,9 @@ __all__ = ["call_handler"]
 def call_handler(
     fn: Callable[..., Any], parameters: dict[str, Any], job: Job | None, pass_job: bool
 ) -> Any:
-    """Call a handler the way it asked to be called."""
-    if pass_job:
-        return fn(parameters, job=job)
-    return fn(parameters)
+    """Call a handler the way it asked to be called (marked as the worker's code, so
+    that ``stop()`` called from the handler does not wait for itself)."""
+    with marked():
+        if pass_job:
+            return fn(parameters, job=job)
+        return fn(parameters)

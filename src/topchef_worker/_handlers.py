@@ -8,17 +8,26 @@ time with a message naming the function, not hours later inside a worker thread.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Callable, Optional
 
 import attrs
 
+from . import _schemas
 from ._durations import to_seconds
 from ._ids import parse_id
 from .exceptions import ConfigurationError
 
-__all__ = ["HandlerSpec", "ServiceSpec", "accepts_job", "positive_seconds"]
+__all__ = [
+    "HandlerSpec",
+    "ServiceSpec",
+    "accepts_job",
+    "add_handler",
+    "positive_seconds",
+    "same_service",
+]
 
 ErrorResults = Callable[[BaseException], Optional[Mapping[str, Any]]]
 
@@ -178,6 +187,9 @@ class HandlerSpec:
                 f"service_timeout must be whole seconds (TopChef stores an int), got "
                 f"{service_timeout!r}"
             )
+        for key in ("job_registration_schema", "job_result_schema"):
+            # TopChef stores any schema, then fails every job of the service with a 500.
+            _schemas.check_schema(dict(spec_fields[key] or {}), f"{key} of {name!r}")  # type: ignore[arg-type]
         service = ServiceSpec(
             name=str(name),
             description=str(description),
@@ -194,3 +206,30 @@ class HandlerSpec:
             pass_job=pass_job,
             on_orphan=on_orphan,
         )
+
+
+def add_handler(handlers: list[HandlerSpec], spec: HandlerSpec) -> None:
+    """Add *spec* to *handlers*, refusing a second handler for one service."""
+    for other in handlers:
+        if same_service(other, spec):
+            raise ConfigurationError(
+                f"service {spec.label} already has a handler ({_name(other.fn)}); one per service"
+            )
+    handlers.append(spec)
+
+
+def same_service(a: HandlerSpec, b: HandlerSpec) -> bool:
+    """Whether two registrations are for the same service (one handler each)."""
+    if a.service_id is not None or b.service_id is not None:
+        return a.service_id == b.service_id
+    assert a.service is not None
+    assert b.service is not None
+    return _spec_key(a.service) == _spec_key(b.service)
+
+
+def _spec_key(spec: ServiceSpec) -> tuple[str, str, str]:
+    return (
+        spec.name,
+        json.dumps(spec.job_registration_schema, sort_keys=True),
+        json.dumps(spec.job_result_schema, sort_keys=True),
+    )

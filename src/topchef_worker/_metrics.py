@@ -1,17 +1,24 @@
 """Prometheus metrics and the health endpoints of a running worker.
 
 Metrics need the ``prometheus`` extra (``prometheus-client``); the health endpoints
-need nothing.  :class:`MonitoringServer` serves ``/metrics``, ``/healthz`` (200 only
-when the worker is healthy) and ``/readyz`` (200 once it serves jobs).
+need nothing.  :class:`MonitoringServer` serves ``/metrics``, ``/healthz`` (liveness:
+200 while this process works, TopChef outages included) and ``/readyz`` (readiness:
+200 while the worker can take jobs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import socket
 import socketserver
+import sys
 import threading
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable
+from typing import Any
 
 from ._stats import WorkerState
 from ._worker import Worker
@@ -26,6 +33,8 @@ from .events import (
 )
 
 __all__ = ["MonitoringServer", "PrometheusMetrics"]
+
+_log = logging.getLogger("topchef_worker")
 
 
 def _is_state(worker: Worker, state: WorkerState) -> Callable[[], float]:
@@ -108,13 +117,87 @@ class PrometheusMetrics:
 
 
 class _Server(socketserver.ThreadingTCPServer):
+    """A threading HTTP server whose open connections can be ended at stop.
+
+    A client may hold a connection open without sending a request (a scraper that
+    connects ahead of time, a load balancer's TCP check); its handler thread then
+    blocks reading.  :meth:`end_connections` shuts those sockets down so the threads
+    finish, and waits for them only so long: they are daemons, so one stuck client
+    cannot keep the process alive.
+    """
+
     allow_reuse_address = True
-    daemon_threads = False
-    block_on_close = True
+    daemon_threads = True
+    block_on_close = False  # end_connections joins the threads, with a bound
+
+    def __init__(
+        self,
+        address: tuple[Any, ...],
+        family: socket.AddressFamily,
+        handler: type[BaseHTTPRequestHandler],
+    ) -> None:
+        self.address_family = family
+        self._lock = threading.Lock()
+        self._open: dict[socket.socket, threading.Thread] = {}
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name="topchef-monitoring-request",
+            daemon=True,
+        )
+        with self._lock:
+            self._open[request] = thread
+        thread.start()
+
+    def shutdown_request(self, request: Any) -> None:
+        # Forgotten before it is closed, so that end_connections (which holds the
+        # lock) never shuts down a socket that is being closed.
+        with self._lock:
+            self._open.pop(request, None)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away, or a connection cut by stop(), is no news; a
+        # failing endpoint is, and goes to the log rather than to stderr.
+        if not isinstance(sys.exc_info()[1], OSError):
+            _log.exception("monitoring: the request from %s failed", client_address)
+
+    def end_connections(self, timeout: float) -> None:
+        """Shut down every open connection; wait up to *timeout* s for the handlers."""
+        with self._lock:
+            threads = list(self._open.values())
+            for request in self._open:
+                with contextlib.suppress(OSError):  # the client is gone already
+                    request.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _bind_address(host: str, port: int) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
+    """The address family and socket address to listen on for *host*, as
+    ``http.server`` chooses them: IPv6 for ``::1``, IPv4 for ``127.0.0.1``, and for a
+    name the first address the resolver gives."""
+    infos = socket.getaddrinfo(
+        host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, _, _, _, address = infos[0]
+    return family, address
 
 
 class MonitoringServer:
-    """``/metrics``, ``/healthz`` and ``/readyz`` for one worker, on its own thread."""
+    """``/metrics``, ``/healthz`` and ``/readyz`` for one worker, on its own thread.
+
+    *host* may be an IPv4 or IPv6 address (``::1``, ``[::1]``) or a host name.
+    Binding fails with :class:`OSError` (an unknown host, a port in use).
+    """
+
+    #: How long :meth:`stop` waits for requests in progress once it has closed
+    #: their connections.
+    stop_timeout = 5.0
 
     def __init__(
         self,
@@ -129,6 +212,10 @@ class MonitoringServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            # A client that stops sending mid-request is dropped after this many
+            # seconds instead of holding a thread until stop().
+            timeout = 10.0
+
             def do_GET(self) -> None:
                 status, content_type, body = owner.answer(self.path.split("?", 1)[0])
                 self.send_response(status)
@@ -140,7 +227,8 @@ class MonitoringServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = _Server((host, port), Handler)
+        family, address = _bind_address(host, port)
+        self._server = _Server(address, family, Handler)
         self._thread: threading.Thread | None = None
 
     @property
@@ -160,9 +248,10 @@ class MonitoringServer:
             return 200, content_type, body
         if path in ("/healthz", "/readyz"):
             health = self.worker.health()
-            ok = health.healthy if path == "/healthz" else health.ready
+            ok = health.alive if path == "/healthz" else health.ready
             report = {
                 "state": health.state.value,
+                "alive": health.alive,
                 "healthy": health.healthy,
                 "ready": health.ready,
                 "in_flight": health.in_flight,
@@ -181,8 +270,14 @@ class MonitoringServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving and close the port; open connections are cut.
+
+        Returns within about :attr:`stop_timeout` even while clients hold idle
+        connections.  Safe to call twice.
+        """
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()
             self._thread = None
+        self._server.end_connections(self.stop_timeout)
         self._server.server_close()

@@ -72,8 +72,8 @@ def _sendable(value: object, check: Callable[[Any], list[str]] | None) -> list[s
         return [f"the handler returned {type(value).__name__}, expected a dict (a JSON object)"]
     try:
         json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        return [f"the results are not JSON-serialisable: {error}"]
+    except (TypeError, ValueError, RecursionError) as error:
+        return [f"the results are not JSON-serialisable: {type(error).__name__}: {error}"]
     if check is not None:
         return check(dict(value))
     return []
@@ -122,7 +122,7 @@ def error_reports(
         return (bare,), ()
     try:
         value = error_results(error)
-    except Exception as failure:  # a broken callback must not lose the job
+    except BaseException as failure:  # a broken callback (even SystemExit) must not lose the job
         return (bare,), [f"error_results raised {type(failure).__name__}: {failure}"]
     if value is None:
         return (bare,), ()

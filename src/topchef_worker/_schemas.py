@@ -53,6 +53,9 @@ def checker(schema: Mapping[str, Any]) -> Check | None:
     validator = jsonschema.Draft4Validator(dict(schema))
 
     def check(instance: Any) -> list[str]:
-        return [error.message for error in validator.iter_errors(instance)]
+        try:
+            return [error.message for error in validator.iter_errors(instance)]
+        except Exception as error:  # a $ref that cannot be resolved, for one
+            return [f"the schema could not be applied ({type(error).__name__}: {error})"]
 
     return check

@@ -14,8 +14,11 @@ class WorkerState(str, enum.Enum):
     """Where a worker is in its life.
 
     DEGRADED is RUNNING with trouble: the server does not answer (the worker keeps
-    retrying, and is RUNNING again as soon as it does), or too many handler calls
-    overran their timeout (the worker claims nothing until they end).
+    retrying, and is RUNNING again as soon as it does), too many handler calls
+    overran their timeout (the worker claims nothing until they end), or its job
+    pool cannot run jobs.  STARTING lasts until the server answered and every
+    service was found; a worker that cannot start (a configuration error) ends
+    STOPPED.
     """
 
     NEW = "NEW"
@@ -37,16 +40,20 @@ class WorkerStats:
         claimed: Jobs claimed (PATCHed to WORKING).
         completed: Jobs reported COMPLETED.
         failed: Jobs reported ERROR.
-        requeued: Claimed jobs put back to REGISTERED (at stop, unstarted).
+        requeued: Claimed jobs put back to REGISTERED: not started (or not finished)
+            when the worker stopped, a claim that could not be confirmed, a job the
+            pool refused or its owner cancelled.
         in_flight: Claimed jobs whose outcome is not yet delivered.
         polls: Polls sent; ``empty_polls`` found nothing, ``poll_errors`` failed.
         heartbeats_sent: Successful check-ins; ``heartbeats_failed`` failed ones.
         last_heartbeat: Per service id, when its last check-in succeeded (UTC).
         overrun: Handler calls still running although their job's outcome is decided:
             it timed out, or the worker's stop timeout expired.
-        undelivered: Outcomes the worker could not deliver (yet): written to the
-            outbox at stop, if there is one.
+        undelivered: Outcomes the worker could not deliver (yet), and those it gave
+            up on: kept in the outbox as soon as a delivery fails, if there is one.
         pool_rebuilds: Times a broken job pool was replaced.
+        task_errors: Background tasks that raised (each one logged with its
+            traceback).
     """
 
     state: WorkerState
@@ -64,6 +71,7 @@ class WorkerStats:
     overrun: int = 0
     undelivered: int = 0
     pool_rebuilds: int = 0
+    task_errors: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -84,12 +92,16 @@ class ServiceHealth:
 class Health:
     """Whether a worker is really working, not only alive.
 
-    ``healthy``: RUNNING, every service's last check-in younger than its timeout,
-    and every service that has a free slot polled recently.  ``ready``: started and
-    serving (RUNNING or DEGRADED).  ``reasons`` says what is wrong when not healthy.
+    ``alive`` (liveness): this process works: its scheduler runs, and nothing of
+    its own stops it from working; a TopChef outage does not make it dead.
+    ``ready`` (readiness): it can take jobs now (RUNNING).  ``healthy``: ready,
+    every service's last check-in younger than its timeout, and every service
+    that has a free slot polled within a few of its poll intervals.  ``reasons``
+    says what is wrong when not healthy.
     """
 
     state: WorkerState
+    alive: bool
     healthy: bool
     ready: bool
     in_flight: int

@@ -108,9 +108,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ImportError as error:
             print(f"topchef-worker: {error}; serving /healthz and /readyz only", file=sys.stderr)
             metrics = None
-        monitoring = MonitoringServer(
-            worker, host=args.metrics_host, port=args.metrics_port, metrics=metrics
-        ).start()
+        try:
+            monitoring = MonitoringServer(
+                worker, host=args.metrics_host, port=args.metrics_port, metrics=metrics
+            )
+        except OSError as error:  # an unknown host, a port in use or not allowed
+            raise UsageError(
+                f"cannot serve metrics on {args.metrics_host} port {args.metrics_port}: {error}"
+            ) from None
+        monitoring.start()
     try:
         worker.run(stop_timeout=args.grace)
     finally:
@@ -303,8 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="INFO", type=str.upper, help="default: INFO")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz and /readyz")
-    run.add_argument("--metrics-host", default="127.0.0.1", help="default: 127.0.0.1")
-    run.add_argument("--outbox", help="file for outcomes undelivered at stop")
+    run.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="IPv4 or IPv6 address or host name to serve them on (default: 127.0.0.1)",
+    )
+    run.add_argument("--outbox", help="file keeping outcomes not yet delivered, across a stop")
     run.add_argument("--journal", help="file recording claims, for recovery after a crash")
     run.add_argument(
         "--grace", type=_seconds, default=30.0, help="seconds to drain on stop (default: 30)"

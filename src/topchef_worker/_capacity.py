@@ -1,0 +1,115 @@
+"""Capacity: the slots a worker has for jobs, reserved before a poll is sent.
+
+A poll takes a :class:`Slot` first, so the worker never claims a job it cannot start
+at once and never has more jobs WORKING on the server than ``max_jobs``.  The slot
+passes to the job the poll claims (or is given back if it claims none) and is given
+back exactly once, whatever happens to the job.
+
+A slot has two parts, released separately: its share of ``max_jobs`` (free once the
+job's outcome is decided and its call has ended, or at its timeout), and its share of
+the handler's ``concurrency`` (free only when the call has really ended: an
+instrument is busy until its handler returns).  A call still running past its
+timeout is an *overrun*; once ``max_overrun`` of them run, no slot is handed out.
+
+Every method is called with the worker's lock held.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+__all__ = ["Capacity", "Slot"]
+
+
+class Slot:
+    """One job's share of the worker's capacity; each part is released once."""
+
+    __slots__ = ("_capacity", "_holds_global", "_holds_service", "_overrun", "service_id")
+
+    def __init__(self, capacity: Capacity, service_id: str) -> None:
+        self._capacity = capacity
+        self.service_id = service_id
+        self._holds_global = True
+        self._holds_service = True
+        self._overrun = False
+
+    @property
+    def held(self) -> bool:
+        """Whether any part of the slot is still taken."""
+        return self._holds_global or self._holds_service
+
+    def release_global(self, *, overrun: bool = False) -> None:
+        """Give back the share of ``max_jobs``; *overrun*: the call runs on."""
+        if self._holds_global:
+            self._holds_global = False
+            if overrun and self._holds_service:
+                self._overrun = True
+                self._capacity.overruns += 1
+            self._capacity._give_back(self.service_id, global_part=True)
+
+    def release(self) -> None:
+        """Give back every part still held (the call has ended)."""
+        self.release_global()
+        if self._holds_service:
+            self._holds_service = False
+            if self._overrun:
+                self._overrun = False
+                self._capacity.overruns -= 1
+            self._capacity._give_back(self.service_id, global_part=False)
+
+
+class Capacity:
+    """Counts slots in use, overall and per service."""
+
+    def __init__(
+        self,
+        max_jobs: int,
+        max_overrun: int,
+        limits: dict[str, int | None],
+        on_release: Callable[[str], None],
+    ) -> None:
+        self.max_jobs = max_jobs
+        self.max_overrun = max_overrun
+        self._limits = limits
+        self._used = 0
+        self._per_service = dict.fromkeys(limits, 0)
+        self.overruns = 0
+        self._on_release = on_release
+
+    @property
+    def used(self) -> int:
+        """Slots whose share of ``max_jobs`` is taken."""
+        return self._used
+
+    @property
+    def overloaded(self) -> bool:
+        """Too many calls run past their timeout: claim nothing until they end."""
+        return self.overruns > 0 and self.overruns >= self.max_overrun
+
+    def in_use(self, service_id: str) -> int:
+        """Slots of one service whose call may still run."""
+        return self._per_service[service_id]
+
+    def has_room(self, service_id: str | None = None) -> bool:
+        """Whether a slot (for *service_id*, if given) can be reserved now."""
+        if self._used >= self.max_jobs or self.overloaded:
+            return False
+        if service_id is None:
+            return True
+        limit = self._limits[service_id]
+        return limit is None or self._per_service[service_id] < limit
+
+    def reserve(self, service_id: str) -> Slot | None:
+        """Take a slot for one job of *service_id*, or None if there is no room."""
+        if not self.has_room(service_id):
+            return None
+        self._used += 1
+        self._per_service[service_id] += 1
+        return Slot(self, service_id)
+
+    def _give_back(self, service_id: str, *, global_part: bool) -> None:
+        if global_part:
+            self._used -= 1
+        else:
+            self._per_service[service_id] -= 1
+        self._on_release(service_id)

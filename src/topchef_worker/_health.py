@@ -1,0 +1,137 @@
+"""Health: the worker's state, whether it is degraded, and the health report.
+
+Each exchange with the server has a *source* (one service's heartbeats, one
+service's polls, deliveries).  A source is failing from a transient failure until
+its next success, and the worker is DEGRADED while any source fails, too many calls
+overran their timeout, or its job pool cannot run jobs.  Since one source's success
+does not clear another's failure, a service that keeps failing keeps the worker
+DEGRADED steadily instead of flapping with every other service's poll.
+
+The report separates three questions:
+
+* ``alive`` (liveness, ``/healthz``): this process works: its scheduler thread runs
+  and it is not stopped by a fault of its own.  A TopChef outage does not make a
+  worker dead, so an orchestrator does not restart healthy pods during one.
+* ``ready`` (readiness, ``/readyz``): it can take jobs now (RUNNING).
+* ``healthy``: ready, and every service checked in within its timeout and (when it
+  has room for a job) polled within a few of its own poll intervals.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from ._stats import Health, ServiceHealth, WorkerState
+from .events import Event, StateChanged
+
+__all__ = ["ACTIVE", "HealthMonitor"]
+
+_log = logging.getLogger("topchef_worker")
+
+#: States in which the worker runs jobs.
+ACTIVE = (WorkerState.RUNNING, WorkerState.DEGRADED)
+
+
+class HealthMonitor:
+    """Owns the worker's state and decides RUNNING versus DEGRADED.
+
+    Args:
+        cond: The worker's condition, notified on every change of state.
+        emit: Queues an event for listeners.
+    """
+
+    def __init__(self, cond: threading.Condition, emit: Callable[[Event], None]) -> None:
+        self._cond = cond
+        self._emit = emit
+        self.state = WorkerState.NEW
+        self._failing: dict[str, str] = {}
+        self.answers = 0  # successful exchanges with the server, for delivery
+        self._conditions: dict[str, str] = {}  # other reasons to be DEGRADED
+
+    def set_state(self, state: WorkerState) -> None:
+        """Move to *state* and tell listeners."""
+        with self._cond:
+            old, self.state = self.state, state
+            self._cond.notify_all()
+            if old is not state:
+                self._emit(StateChanged(time=time.time(), old=old, new=state))
+
+    def failed(self, source: str, error: BaseException) -> None:
+        """Note a transient failure of *source*."""
+        with self._cond:
+            first = not self._failing
+            self._failing[source] = str(error)
+            if first:
+                self._update()
+
+    def answered(self, source: str) -> None:
+        """Note a success of *source*."""
+        with self._cond:
+            self.answers += 1
+            if self._failing.pop(source, None) is not None and not self._failing:
+                self._update()
+
+    @property
+    def server_failing(self) -> bool:
+        """Whether some exchange with the server fails now."""
+        return bool(self._failing)
+
+    def condition(self, name: str, reason: str | None) -> None:
+        """Set (a reason) or clear (None) another cause of DEGRADED."""
+        with self._cond:
+            if reason is None:
+                changed = self._conditions.pop(name, None) is not None
+            else:
+                changed = self._conditions.get(name) != reason
+                self._conditions[name] = reason
+            if changed:
+                self._update()
+
+    def reasons(self) -> list[str]:
+        """Why the worker is DEGRADED (empty when it is not)."""
+        with self._cond:
+            reasons = list(self._conditions.values())
+            if self._failing:
+                source, error = next(iter(self._failing.items()))
+                reasons.append(f"the server does not answer ({source}: {error})")
+            return reasons
+
+    def _update(self) -> None:
+        if self.state not in ACTIVE:
+            return
+        reasons = self.reasons()
+        state = WorkerState.DEGRADED if reasons else WorkerState.RUNNING
+        if state is self.state:
+            return
+        self.set_state(state)
+        if state is WorkerState.RUNNING:
+            _log.info("worker RUNNING again: the server answers and jobs can run")
+        else:
+            _log.warning("worker DEGRADED: %s", "; ".join(reasons))
+
+    def report(
+        self,
+        *,
+        alive: bool,
+        in_flight: int,
+        services: list[ServiceHealth],
+        problems: list[str],
+    ) -> Health:
+        """The health report, from the parts' own findings."""
+        with self._cond:
+            reasons = []
+            if self.state is not WorkerState.RUNNING:
+                reasons.append(f"worker is {self.state.value}")
+            reasons += self.reasons() + problems
+            return Health(
+                state=self.state,
+                alive=alive,
+                healthy=not reasons,
+                ready=self.state is WorkerState.RUNNING,
+                in_flight=in_flight,
+                services=tuple(services),
+                reasons=tuple(dict.fromkeys(reasons)),
+            )

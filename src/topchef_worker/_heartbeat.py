@@ -1,0 +1,99 @@
+"""Heartbeats: each service checks in well within its timeout, whatever else happens.
+
+Only ``PATCH /services/<id>`` refreshes a service's ``has_timed_out``; nothing else
+the worker sends counts.  Each service has a heartbeat timer; when it falls due, a
+check-in is sent on the heartbeat pool, a pool of its own so that a check-in never
+waits behind slow polls or deliveries.  Whatever the check-in's outcome, the next
+one is scheduled (in the task's cleanup, so even an unexpected error cannot end a
+service's heartbeats): a regular period after a success, a retry wait after a
+failure, never later than the period.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+
+from ._context import Context
+from ._policy import heartbeat_delay
+from ._services import ServiceRun
+from .events import HeartbeatFailed
+from .exceptions import TopChefError
+
+__all__ = ["Heartbeats"]
+
+_log = logging.getLogger("topchef_worker")
+
+
+class Heartbeats:
+    """Sends every service's check-ins on schedule."""
+
+    def __init__(self, ctx: Context, services: list[ServiceRun]) -> None:
+        self._ctx = ctx
+        self._services = services
+        self._running = True
+        for svc in services:
+            svc.heartbeat_timer.action = lambda svc=svc: self._due(svc)  # type: ignore[misc]
+
+    def begin(self) -> None:
+        """Send the first check-ins now."""
+        for svc in self._services:
+            self._ctx.scheduler.arm(svc.heartbeat_timer)
+
+    def end(self) -> None:
+        """Send no more check-ins."""
+        with self._ctx.cond:
+            self._running = False
+            for svc in self._services:
+                self._ctx.scheduler.cancel(svc.heartbeat_timer)
+
+    def _due(self, svc: ServiceRun) -> None:
+        """The timer fell due (scheduler thread, lock held)."""
+        if not self._running:
+            return
+        self._ctx.launcher.launch(
+            self._ctx.heartbeat_pool,
+            f"heartbeat of service {svc.id}",
+            lambda: self._beat(svc),
+            cleanup=lambda: self._next(svc),
+        )
+
+    def _beat(self, svc: ServiceRun) -> None:
+        ctx = self._ctx
+        sent_at = ctx.clock()
+        try:
+            ctx.requests.check_in(svc.id)
+        except TopChefError as error:
+            with ctx.cond:
+                svc.heartbeat_failures += 1
+                first = svc.heartbeat_failures == 1
+                ctx.counts["heartbeats_failed"] += 1
+                ctx.health.failed(f"heartbeats of service {svc.id}", error)
+                ctx.emit(HeartbeatFailed(time=time.time(), service_id=svc.id, error=str(error)))
+                # Retried with backoff, but never later than the regular period.
+                delay = ctx.settings.retry.wait(svc.heartbeat_failures, error, ctx.rand())
+                ctx.scheduler.rearm(svc.heartbeat_timer, min(delay, svc.interval))
+            _log.log(
+                logging.WARNING if first else logging.DEBUG,
+                "heartbeat for service %s failed: %s",
+                svc.id,
+                error,
+                extra={"service_id": svc.id},
+            )
+            return
+        with ctx.cond:
+            ctx.health.answered(f"heartbeats of service {svc.id}")
+            svc.heartbeat_failures = 0
+            svc.last_beat = sent_at
+            svc.last_heartbeat = datetime.now(timezone.utc)
+            ctx.counts["heartbeats_sent"] += 1
+            # From when this one was sent, so a slow server does not stretch the period.
+            period = heartbeat_delay(svc.interval, jitter=ctx.settings.jitter, rand=ctx.rand)
+            ctx.scheduler.rearm(svc.heartbeat_timer, sent_at + period - ctx.clock())
+
+    def _next(self, svc: ServiceRun) -> None:
+        """After any outcome, make sure the next check-in is scheduled."""
+        with self._ctx.cond:
+            if self._running and svc.heartbeat_timer.due is None:
+                self._ctx.scheduler.arm(svc.heartbeat_timer, svc.interval)

@@ -1,0 +1,336 @@
+"""Polls and claims: the next job of a service, taken only with a slot for it.
+
+``GET .../jobs/next`` does not claim; ``PATCH /jobs/<id> {"status": "WORKING"}``
+does, unconditionally.  When a service's poll timer falls due, a slot is reserved
+first (or the service waits for one), then the poll and the claim run as one task
+on the I/O pool, and the slot passes to the claimed job.  One poll per service is
+in flight at a time, and a job is claimed before its service is polled again.
+
+Empty polls back off exponentially with jitter up to the idle poll interval (see
+:meth:`Settings.idle_poll_interval`); a poll that claimed a job polls again at once.
+
+Two things must never block a service's queue: a job this worker holds that was
+put back to REGISTERED by someone else (the next one not held is taken from
+``/queue`` instead), and a job too large to read (it ends ERROR, named in the log).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import attrs
+
+from ._capacity import Capacity, Slot
+from ._context import Context
+from ._jobrun import Decision, JobRun
+from ._ledger import LedgerError
+from ._models import Job, JobStatus
+from ._policy import poll_delay
+from ._pools import JobPool
+from ._runs import Runs
+from ._services import ServiceRun
+from .events import JobClaimed, JobFailed, PollFailed
+from .exceptions import JobNotFoundError, ResponseTooLargeError, TopChefError, is_transient
+
+__all__ = ["Polling"]
+
+_log = logging.getLogger("topchef_worker")
+
+
+class Polling:
+    """Polls every service when it is due and a slot is free."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        services: list[ServiceRun],
+        capacity: Capacity,
+        pool: JobPool,
+        runs: Runs,
+        on_idle: Callable[[], None],
+    ) -> None:
+        self._ctx = ctx
+        self._services = services
+        self._by_id = {svc.id: svc for svc in services}
+        self._capacity = capacity
+        self._pool = pool
+        self._runs = runs
+        self._on_idle = on_idle
+        self._waiting: dict[str, ServiceRun] = {}  # due, but no slot was free
+        self._running = True
+        for svc in services:
+            svc.poll_timer.action = lambda svc=svc: self._due(svc)  # type: ignore[misc]
+
+    def begin(self) -> None:
+        """Poll every service now."""
+        for svc in self._services:
+            self._ctx.scheduler.arm(svc.poll_timer)
+
+    def end(self) -> None:
+        """Poll no more."""
+        with self._ctx.cond:
+            self._running = False
+            self._waiting.clear()
+            for svc in self._services:
+                self._ctx.scheduler.cancel(svc.poll_timer)
+
+    @property
+    def in_flight(self) -> int:
+        with self._ctx.cond:
+            return sum(1 for svc in self._services if svc.poll_in_flight)
+
+    def idle(self) -> bool:
+        """Every queue was found empty, and nothing is in flight."""
+        with self._ctx.cond:
+            return all(svc.idle and not svc.poll_in_flight for svc in self._services)
+
+    def slot_freed(self, service_id: str) -> None:
+        """A slot was given back (lock held): services waiting for one poll now."""
+        if not self._running or not self._waiting:
+            return
+        for svc in list(self._waiting.values()):
+            if self._capacity.has_room(svc.id):
+                del self._waiting[svc.id]
+                svc.waiting_for_slot = False
+                self._ctx.scheduler.arm(svc.poll_timer)
+
+    # -- the poll task ----------------------------------------------------------------
+
+    def _due(self, svc: ServiceRun) -> None:
+        """The poll timer fell due (scheduler thread, lock held)."""
+        ctx = self._ctx
+        if not self._running or ctx.stopping.is_set() or svc.poll_in_flight:
+            return
+        if self._pool.unusable is not None:
+            return  # the pool cannot run jobs: claim nothing (said once, loudly)
+        slot = self._capacity.reserve(svc.id)
+        if slot is None:
+            svc.waiting_for_slot = True
+            self._waiting[svc.id] = svc
+            return
+        svc.poll_in_flight = True
+        held = [slot]  # emptied when the slot passes to a claimed job
+        ctx.launcher.launch(
+            ctx.io_pool,
+            f"poll of service {svc.id}",
+            lambda: self._poll(svc, held),
+            cleanup=lambda: self._after(svc, held),
+        )
+
+    def _poll(self, svc: ServiceRun, held: list[Slot]) -> None:
+        ctx = self._ctx
+        claimed: Job | None = None
+        unconfirmed: Job | None = None
+        found: Job | None = None
+        failure: TopChefError | None = None
+        first = False
+        seen_at = ctx.clock()
+        try:
+            asked_at = ctx.clock()
+            found = ctx.client.next_job(svc.id)
+            seen_at = ctx.clock()
+            if found is not None and self._runs.stale(found.id, asked_at):
+                found = self._first_not_held(svc)
+            if found is not None:
+                claimed, unconfirmed = self._claim(svc, found)
+        except ResponseTooLargeError as error:
+            self._oversized(svc, error)
+            found = None
+        except TopChefError as error:
+            failure = error
+        with ctx.cond:
+            svc.poll_in_flight = False
+            ctx.counts["polls"] += 1
+            if failure is None:
+                ctx.health.answered(f"polls of service {svc.id}")
+                svc.poll_failures = 0
+                svc.last_poll = ctx.clock()
+            if claimed is not None or unconfirmed is not None:
+                svc.empty_polls = 0
+                svc.idle = False
+                ctx.scheduler.rearm(svc.poll_timer, 0.0)  # there may be more
+            elif failure is not None:
+                svc.idle = False
+                svc.poll_failures += 1
+                first = svc.poll_failures == 1 or not is_transient(failure)
+                ctx.counts["poll_errors"] += 1
+                if is_transient(failure):
+                    ctx.health.failed(f"polls of service {svc.id}", failure)
+                ctx.emit(PollFailed(time=time.time(), service_id=svc.id, error=str(failure)))
+                delay = ctx.settings.retry.wait(svc.poll_failures, failure, ctx.rand())
+                ctx.scheduler.rearm(svc.poll_timer, delay)
+            else:
+                svc.empty_polls += 1
+                svc.idle = found is None
+                if found is None:
+                    ctx.counts["empty_polls"] += 1
+                delay = poll_delay(
+                    svc.empty_polls,
+                    minimum=ctx.settings.min_poll_interval,
+                    maximum=ctx.settings.idle_poll_interval(len(self._services)),
+                    jitter=ctx.settings.jitter,
+                    rand=ctx.rand,
+                )
+                ctx.scheduler.rearm(svc.poll_timer, delay)
+            run = None
+            job = claimed or unconfirmed
+            if job is not None:
+                run = JobRun(job=job, service=svc, slot=held.pop())
+                self._runs.add(run)
+                ctx.counts["claimed"] += claimed is not None
+                if claimed is not None:
+                    ctx.emit(
+                        JobClaimed(
+                            time=time.time(),
+                            job_id=job.id,
+                            service_id=svc.id,
+                            claim_latency=ctx.clock() - seen_at,
+                        )
+                    )
+        if failure is not None:
+            _log.log(
+                logging.WARNING if first else logging.DEBUG,
+                "poll of service %s failed: %s",
+                svc.id,
+                failure,
+                extra={"service_id": svc.id},
+            )
+        if run is not None and claimed is not None:
+            try:
+                self._runs.start(run)
+            except BaseException as error:
+                self._runs.decide(run, Decision.failure(error))  # it never stays WORKING
+                raise
+        elif run is not None:
+            self._runs.decide(
+                run, Decision.requeue("its claim could not be confirmed", started=False)
+            )
+        elif svc.idle and self.idle() and not self._runs.in_flight:
+            self._on_idle()
+
+    def _after(self, svc: ServiceRun, held: list[Slot]) -> None:
+        """Whatever happened, give back an unused slot and keep the service polled."""
+        with self._ctx.cond:
+            svc.poll_in_flight = False
+            for slot in held:
+                slot.release()
+            held.clear()
+            if self._running and svc.poll_timer.due is None and not svc.waiting_for_slot:
+                self._ctx.scheduler.arm(svc.poll_timer, self._ctx.settings.poll_interval)
+
+    def _first_not_held(self, svc: ServiceRun) -> Job | None:
+        """The oldest queued job this worker does not hold, when the head of the
+        queue is one it holds (someone put it back to REGISTERED while it runs here)
+        or has just settled (the poll was answered before that landed)."""
+        asked_at = self._ctx.clock()
+        for job in self._ctx.client.queue(svc.id):
+            if not self._runs.stale(job.id, asked_at):
+                return job
+        return None
+
+    def _claim(self, svc: ServiceRun, job: Job) -> tuple[Job | None, Job | None]:
+        """PATCH *job* to WORKING: (claimed, None), or (None, job) when the claim may
+        have been applied but was not confirmed (it must be put back), or
+        (None, None) when it surely was not."""
+        ctx = self._ctx
+        extra = {"job_id": job.id, "service_id": svc.id}
+        if ctx.journal is not None:
+            try:
+                ctx.journal.claimed(job.id, svc.id)  # before: a crash may follow
+            except LedgerError as error:
+                _log.error("not claiming job %s: %s", job.id, error, extra=extra)
+                raise _NotClaimedError(str(error)) from error
+        try:
+            confirmed = ctx.settings.retry.call(
+                lambda: ctx.client.update_job(job.id, status=JobStatus.WORKING),
+                stop=ctx.stopping,
+                on_retry=self._on_retry(job.id, svc.id),
+                rand=ctx.rand,
+            )
+        except JobNotFoundError:
+            self._journal_done(job.id)
+            return None, None
+        except TopChefError as error:
+            if is_transient(error):
+                _log.warning(
+                    "could not confirm the claim of job %s (%s); putting it back",
+                    job.id,
+                    error,
+                    extra=extra,
+                )
+                return None, attrs.evolve(job, service_id=svc.id)
+            self._journal_done(job.id)
+            _log.error("could not claim job %s: %s", job.id, error, extra=extra)
+            return None, None
+        ctx.health.answered("claims")
+        return attrs.evolve(confirmed, service_id=svc.id), None
+
+    def _journal_done(self, job_id: str) -> None:
+        if self._ctx.journal is not None:
+            try:
+                self._ctx.journal.done(job_id)
+            except LedgerError as error:
+                _log.error("%s", error)
+
+    def _on_retry(
+        self, job_id: str, service_id: str
+    ) -> Callable[[BaseException, int, float], None]:
+        def note(error: BaseException, attempt: int, delay: float) -> None:
+            if isinstance(error, TopChefError) and is_transient(error):
+                self._ctx.health.failed("claims", error)
+            _log.log(
+                logging.WARNING if attempt == 1 else logging.DEBUG,
+                "claiming job %s failed (attempt %d), retrying in %.2g s: %s",
+                job_id,
+                attempt,
+                delay,
+                error,
+                extra={"job_id": job_id, "service_id": service_id},
+            )
+
+        return note
+
+    def _oversized(self, svc: ServiceRun, error: ResponseTooLargeError) -> None:
+        """End the job at the head of the queue that is too large to read."""
+        ctx = self._ctx
+        client = ctx.client
+        for summary in client.service(svc.id).jobs:
+            if summary.status is not JobStatus.REGISTERED or self._runs.holds(summary.id):
+                continue
+            try:
+                client.job(summary.id)
+            except ResponseTooLargeError:
+                pass
+            else:
+                return  # readable: the poll will take it
+            try:
+                client.update_job(summary.id, status=JobStatus.ERROR)
+            except ResponseTooLargeError as answer:
+                if answer.status_code != 200:
+                    raise
+            with ctx.cond:
+                ctx.counts["failed"] += 1
+                ctx.emit(
+                    JobFailed(
+                        time=time.time(),
+                        job_id=summary.id,
+                        service_id=svc.id,
+                        duration=0.0,
+                        error=str(error),
+                    )
+                )
+            _log.error(
+                "job %s of service %s is too large to read (over max_response_bytes=%d); "
+                "ended ERROR so that the jobs after it run",
+                summary.id,
+                svc.id,
+                client.max_response_bytes,
+                extra={"job_id": summary.id, "service_id": svc.id},
+            )
+            return
+
+
+class _NotClaimedError(TopChefError):
+    """The journal could not record a claim, so the job was not claimed."""

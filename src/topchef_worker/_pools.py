@@ -1,0 +1,121 @@
+"""The job pool: the executor handlers run on, and what to do when it breaks.
+
+A worker runs handlers on any :class:`concurrent.futures.Executor`.  It may make the
+pool itself (a thread pool by default, or with a function the user gave), or use a
+pool instance the user passed in and owns.  A pool can stop working: a process pool
+breaks when a child dies (:class:`~concurrent.futures.BrokenExecutor`), and a pool
+passed in may be shut down by its owner.  A pool the worker can make again is
+replaced; one it cannot is reported once, loudly, and the worker stops claiming
+jobs and says it is not alive (a restart is the cure), instead of claiming and
+requeueing the same job in a hot loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
+from typing import Any, Callable
+
+from ._health import HealthMonitor
+
+__all__ = ["JobPool", "PoolUnavailableError", "default_pool"]
+
+_log = logging.getLogger("topchef_worker")
+
+
+class PoolUnavailableError(Exception):
+    """The job pool refused a job (say why in the message)."""
+
+
+class JobPool:
+    """Holds the current job pool, replaces it when it breaks.
+
+    Args:
+        given: A pool instance passed in; its owner shuts it down.
+        factory: A function making a pool (the user's, or the default).
+        retire: Called with a broken pool the worker made, to shut it down off
+            the thread that noticed (which may be the broken pool's own).
+    """
+
+    def __init__(
+        self,
+        *,
+        given: Executor | None,
+        factory: Callable[[], Executor],
+        cond: threading.Condition,
+        counts: Counter[str],
+        health: HealthMonitor,
+        retire: Callable[[Executor], None],
+    ) -> None:
+        self._given = given
+        self._factory = factory
+        self._cond = cond
+        self._counts = counts
+        self._health = health
+        self._retire = retire
+        self._pool: Executor | None = None
+        self.unusable: str | None = None  # why no job can run, for good
+
+    def open(self) -> None:
+        """Make (or take) the pool."""
+        self._pool = self._given if self._given is not None else self._factory()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> tuple[Future[Any], Executor]:
+        """Submit a call; raise :class:`PoolUnavailableError` if the pool refuses it."""
+        with self._cond:
+            pool = self._pool
+            if pool is None or self.unusable is not None:
+                raise PoolUnavailableError(self.unusable or "the job pool is closed")
+        try:
+            return pool.submit(fn, *args), pool
+        except BrokenExecutor as error:
+            self.broke(pool, error)
+            raise PoolUnavailableError(f"the job pool is broken ({error})") from error
+        except RuntimeError as error:  # shut down
+            if pool is self._given:
+                self._cannot_run(f"the job pool given to the worker was shut down ({error})")
+            raise PoolUnavailableError(f"the job pool refused the job ({error})") from error
+
+    def broke(self, pool: Executor, error: BaseException) -> None:
+        """A job found *pool* broken: replace it, or stop running jobs."""
+        with self._cond:
+            if pool is not self._pool:
+                return  # already replaced, for another of its jobs
+            if pool is self._given:
+                self._cannot_run(f"the job pool given to the worker is broken ({error})")
+                return
+            try:
+                self._pool = self._factory()
+            except Exception as failure:
+                _log.exception("could not make a new job pool")
+                self._cannot_run(f"the job pool broke and could not be replaced ({failure})")
+                return
+            self._counts["pool_rebuilds"] += 1
+        _log.error("the job pool broke (%s); its jobs end ERROR; a new pool takes over", error)
+        self._retire(pool)
+
+    def _cannot_run(self, reason: str) -> None:
+        with self._cond:
+            if self.unusable is not None:
+                return
+            self.unusable = reason
+            self._health.condition("pool", f"{reason}: this worker cannot run jobs")
+        _log.error(
+            "%s: this worker cannot run jobs and claims none; restart it with a working pool "
+            "(or give Worker(job_pool=...) a function that makes one)",
+            reason,
+        )
+
+    def close(self, *, wait: bool) -> None:
+        """Shut down a pool the worker made (a pool passed in is its owner's)."""
+        with self._cond:
+            pool, self._pool = self._pool, None
+        if pool is not None and pool is not self._given:
+            pool.shutdown(wait=wait, cancel_futures=True)
+
+
+def default_pool(size: int) -> Callable[[], Executor]:
+    """A thread pool of *size* threads, made anew when asked."""
+    return lambda: ThreadPoolExecutor(size, "topchef-job")

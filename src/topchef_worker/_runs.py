@@ -1,0 +1,260 @@
+"""Claimed jobs on the job pool: started, watched, timed out, settled.
+
+:class:`Runs` keeps the jobs this worker holds, from the claim until their outcome
+is settled.  It hands each one to the job pool as a future, decides its outcome when
+the future ends (or its deadline passes, or ``stop()`` needs it back), passes the
+decision to delivery, and gives the job's slot back once delivery settled it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from concurrent.futures import BrokenExecutor, Future
+from typing import Any
+
+from ._capacity import Capacity
+from ._context import Context
+from ._delivery import Delivery
+from ._execution import call_handler
+from ._jobrun import Decision, JobRun, Phase
+from ._pools import JobPool, PoolUnavailableError
+from ._scheduler import Timer
+from .events import JobStarted
+from .exceptions import InvalidParametersError, JobTimeoutError
+
+__all__ = ["Runs"]
+
+_log = logging.getLogger("topchef_worker")
+
+#: How many settled jobs' times are kept (a poll is far younger than the oldest).
+_REMEMBER = 10_000
+
+
+class Runs:
+    """The jobs a worker holds, and what happens to each."""
+
+    def __init__(self, ctx: Context, capacity: Capacity, pool: JobPool) -> None:
+        self._ctx = ctx
+        self._capacity = capacity
+        self._pool = pool
+        self._runs: dict[str, JobRun] = {}
+        self._overruns: set[JobRun] = set()
+        # When this worker last settled each recent job, so that a poll answered
+        # before that settling landed is not taken for a job put back on purpose.
+        self._settled_at: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self.delivery = Delivery(ctx, self._settled)
+
+    # -- observation (lock held by the caller or taken here) --------------------------
+
+    def holds(self, job_id: str) -> bool:
+        """Whether this worker holds the job now."""
+        with self._ctx.cond:
+            return job_id in self._runs
+
+    def stale(self, job_id: str, asked_at: float) -> bool:
+        """Whether a queue read sent at *asked_at* may predate this worker settling
+        the job: it holds the job, or settled it after the read was sent.  A job it
+        settled before is in the queue because someone put it back: it runs again."""
+        with self._ctx.cond:
+            settled = self._settled_at.get(job_id)
+            return job_id in self._runs or (settled is not None and settled >= asked_at)
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs held whose outcome is not settled yet."""
+        with self._ctx.cond:
+            return len(self._runs)
+
+    @property
+    def overrun(self) -> int:
+        """Handler calls still running after their job's outcome was decided."""
+        with self._ctx.cond:
+            return len(self._overruns) + sum(1 for run in self._runs.values() if run.overrun)
+
+    def per_service(self, service_id: str) -> int:
+        with self._ctx.cond:
+            return sum(1 for run in self._runs.values() if run.service.id == service_id)
+
+    # -- a job's life -----------------------------------------------------------------
+
+    def add(self, run: JobRun) -> None:
+        """Hold a newly claimed job (lock held)."""
+        self._runs[run.id] = run
+
+    def start(self, run: JobRun) -> None:
+        """Check a claimed job's parameters and hand it to the job pool."""
+        ctx, job, svc = self._ctx, run.job, run.service
+        if svc.check_parameters is not None:
+            reasons = svc.check_parameters(job.parameters)
+            if reasons:
+                self.decide(
+                    run,
+                    Decision.failure(
+                        InvalidParametersError(
+                            f"job {job.id}: parameters fail the registration schema: "
+                            f"{'; '.join(reasons)}",
+                            job_id=job.id,
+                            service_id=svc.id,
+                            reasons=reasons,
+                        )
+                    ),
+                )
+                return
+        if ctx.stopping.is_set():
+            self.decide(run, Decision.requeue("the worker is stopping", started=False))
+            return
+        with ctx.cond:
+            run.call_ended = False
+            run.started_at = ctx.clock()
+        try:
+            future, pool = self._pool.submit(
+                call_handler,
+                svc.spec.fn,
+                job.parameters,
+                job if svc.spec.pass_job else None,
+                svc.spec.pass_job,
+            )
+        except PoolUnavailableError as error:
+            with ctx.cond:
+                run.call_ended = True
+            _log.error("could not start job %s: %s", job.id, error, extra=_extra(run))
+            self.decide(run, Decision.requeue(f"the job pool refused it ({error})", started=False))
+            return
+        with ctx.cond:
+            run.future, run.pool = future, pool
+            if run.phase is Phase.CLAIMED:
+                run.move(Phase.SUBMITTED)
+            ctx.emit(JobStarted(time=time.time(), job_id=job.id, service_id=svc.id))
+            if svc.spec.timeout is not None:
+                run.deadline = Timer(f"deadline of job {job.id}", lambda: self._expire(run))
+                ctx.scheduler.arm(run.deadline, svc.spec.timeout)
+        _log.debug("job %s of service %s started", job.id, svc.id, extra=_extra(run))
+        future.add_done_callback(lambda done: self._ended(run, done))
+
+    def _ended(self, run: JobRun, future: Future[Any]) -> None:
+        """The handler's call ended (or its future was cancelled)."""
+        ctx = self._ctx
+        with ctx.cond:
+            run.call_ended = True
+            if run.started_at is not None and run.phase is not Phase.SETTLED:
+                run.duration = max(run.duration, ctx.clock() - run.started_at)
+            if run.deadline is not None:
+                ctx.scheduler.cancel(run.deadline)
+            if run.phase is Phase.SETTLED:
+                self._call_done(run)
+                _log.info(
+                    "job %s finished after its outcome was decided; result discarded",
+                    run.id,
+                    extra=_extra(run),
+                )
+                return
+        if future.cancelled():
+            decision = Decision.requeue("its job pool cancelled it", started=False)
+        elif future.exception() is not None:
+            error = future.exception()
+            assert error is not None
+            if isinstance(error, BrokenExecutor) and run.pool is not None:
+                self._pool.broke(run.pool, error)
+            decision = Decision.failure(error)
+        else:
+            decision = Decision.result(future.result())
+        self.decide(run, decision)
+
+    def _expire(self, run: JobRun) -> None:
+        """A job's deadline passed (scheduler thread, lock held)."""
+        if run.phase is not Phase.SUBMITTED:
+            return
+        seconds = run.service.spec.timeout or 0.0
+        if run.started_at is not None:
+            run.duration = self._ctx.clock() - run.started_at
+        if run.future is not None:
+            run.future.cancel()
+        self.decide(
+            run,
+            Decision.failure(
+                JobTimeoutError(
+                    f"job {run.id} did not finish within its timeout of {seconds:g} s",
+                    job_id=run.id,
+                    service_id=run.service.id,
+                    seconds=seconds,
+                )
+            ),
+        )
+
+    def decide(self, run: JobRun, decision: Decision) -> None:
+        """Decide *run*'s outcome, if nothing did first, and deliver it."""
+        with self._ctx.cond:
+            if not run.decide(decision):
+                return
+        self.delivery.deliver(run)
+
+    def _settled(self, run: JobRun) -> None:
+        """Delivery settled *run* (lock held): give its slot back."""
+        run.move(Phase.SETTLED)
+        if self._runs.get(run.id) is run:
+            del self._runs[run.id]
+        self._settled_at[run.id] = self._ctx.clock()
+        self._settled_at.move_to_end(run.id)
+        while len(self._settled_at) > _REMEMBER:
+            self._settled_at.popitem(last=False)
+        if run.call_ended:
+            run.slot.release()
+        else:
+            run.slot.release_global(overrun=True)
+            self._overruns.add(run)
+            self._overloaded()
+
+    def _call_done(self, run: JobRun) -> None:
+        run.slot.release()
+        self._overruns.discard(run)
+        self._overloaded()
+
+    def _overloaded(self) -> None:
+        overloaded = self._capacity.overloaded
+        self._ctx.health.condition(
+            "overrun",
+            f"{self._capacity.overruns} handler calls still run after their timeout; "
+            "claiming nothing until they end"
+            if overloaded
+            else None,
+        )
+
+    # -- stopping ---------------------------------------------------------------------
+
+    def requeue_unstarted(self) -> None:
+        """Take back the jobs the pool has not started, and requeue them."""
+        with self._ctx.cond:
+            queued = [
+                run
+                for run in self._runs.values()
+                if run.phase is Phase.SUBMITTED and run.future is not None and run.future.cancel()
+            ]
+        for run in queued:
+            self.decide(
+                run, Decision.requeue("it had not started when the worker stopped", started=False)
+            )
+
+    def interrupt_running(self) -> None:
+        """Requeue every job whose outcome is not decided (stop's timeout expired)."""
+        with self._ctx.cond:
+            running = [
+                run for run in self._runs.values() if run.phase in (Phase.CLAIMED, Phase.SUBMITTED)
+            ]
+        for run in running:
+            self.decide(
+                run,
+                Decision.requeue(
+                    "it was still running when the worker's stop timeout expired", started=True
+                ),
+            )
+
+    def unsettled(self) -> list[str]:
+        """Ids of the jobs held whose outcome is not settled."""
+        with self._ctx.cond:
+            return list(self._runs)
+
+
+def _extra(run: JobRun) -> dict[str, str]:
+    return {"job_id": run.id, "service_id": run.service.id}

@@ -1,0 +1,100 @@
+"""The services a worker runs: found (or created) at start, then scheduled.
+
+:func:`resolve` turns a handler's registration into the service on the server.
+:class:`ServiceRun` is one service's run-time state: its heartbeat and poll timers
+and what they last saw.  The heartbeat and poll tasks own the logic; this module
+only holds the state they share with health and stats.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import attrs
+
+from . import _schemas
+from ._client import TopChefClient
+from ._handlers import HandlerSpec
+from ._models import Service
+from ._scheduler import Timer
+from ._stats import ServiceHealth
+
+__all__ = ["ServiceRun", "resolve"]
+
+_log = logging.getLogger("topchef_worker")
+
+
+@attrs.define(eq=False)
+class ServiceRun:
+    """The scheduling state of one registered service."""
+
+    spec: HandlerSpec
+    service: Service
+    interval: float  # seconds between heartbeats
+    check_parameters: _schemas.Check | None
+    check_results: _schemas.Check | None
+    heartbeat_timer: Timer
+    poll_timer: Timer
+    heartbeat_failures: int = 0
+    last_beat: float | None = None  # clock time of the last successful check-in
+    last_heartbeat: datetime | None = None
+    poll_in_flight: bool = False
+    waiting_for_slot: bool = False
+    empty_polls: int = 0
+    poll_failures: int = 0
+    last_poll: float | None = None  # clock time of the last successful poll
+    idle: bool = False  # the last poll found the queue empty
+
+    @property
+    def id(self) -> str:
+        return self.service.id
+
+    def health(self, now: float, *, poll_limit: float, polling_expected: bool) -> ServiceHealth:
+        """This service's part of the health report."""
+        heartbeat_age = None if self.last_beat is None else now - self.last_beat
+        poll_age = None if self.last_poll is None else now - self.last_poll
+        beating = heartbeat_age is not None and heartbeat_age < self.service.timeout
+        polling = not polling_expected or (poll_age is not None and poll_age < poll_limit)
+        return ServiceHealth(
+            service_id=self.id,
+            name=self.service.name,
+            timeout=self.service.timeout,
+            last_heartbeat_age=heartbeat_age,
+            last_poll_age=poll_age,
+            in_flight=0,
+            healthy=beating and polling,
+        )
+
+
+def resolve(client: TopChefClient, spec: HandlerSpec) -> Service:
+    """Find the service a handler is for, creating it if described and missing.
+
+    Find-or-create is safe to repeat (a service created by a lost answer is found
+    the next time), so the caller retries it as a whole.
+    """
+    if spec.service_id is not None:
+        return client.service(spec.service_id)
+    wanted = spec.service
+    assert wanted is not None
+    for summary in client.services():
+        if summary.name != wanted.name:
+            continue
+        candidate = client.service(summary.id)
+        if (
+            candidate.job_registration_schema == wanted.job_registration_schema
+            and candidate.job_result_schema == wanted.job_result_schema
+        ):
+            if wanted.timeout is not None and candidate.timeout != wanted.timeout:
+                candidate = client.update_service(candidate.id, timeout=wanted.timeout)
+            _log.info("using service %r (%s)", wanted.name, candidate.id)
+            return candidate
+    created = client.create_service(
+        name=wanted.name,
+        description=wanted.description,
+        job_registration_schema=wanted.job_registration_schema,
+        job_result_schema=wanted.job_result_schema,
+        timeout=wanted.timeout,
+    )
+    _log.info("created service %r (%s)", wanted.name, created.id)
+    return created

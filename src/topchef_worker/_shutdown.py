@@ -1,0 +1,82 @@
+"""A stop under way: one deadline, tightened by later calls, and its own thread.
+
+``stop()`` runs the stop sequence (see :mod:`topchef_worker._runtime`) on a thread
+of its own and waits for it, bounded.  That keeps three promises at once:
+
+* a second ``stop()`` with a shorter timeout, a second signal, or a Ctrl-C that
+  interrupts the wait only move the deadline closer; the sequence itself is never
+  interrupted halfway, so no job is left WORKING for good;
+* ``stop()`` called from a handler or a listener starts the stop and returns, since
+  the stop would otherwise wait for the very call it is made from;
+* when the interpreter is exiting and no new thread may start, the sequence runs on
+  the calling thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from ._settings import STOP_MARGIN
+
+__all__ = ["Shutdown"]
+
+
+class Shutdown:
+    """The deadline and the thread of one worker's stop.
+
+    Args:
+        cond: The worker's condition (notified when the deadline moves).
+        clock: Monotonic seconds, the same clock as the deadline's.
+    """
+
+    def __init__(self, cond: threading.Condition, clock: Callable[[], float]) -> None:
+        self._cond = cond
+        self._clock = clock
+        self.deadline: float | None = None
+        self.cancel = False
+        self._thread: threading.Thread | None = None
+
+    def tighten(self, limit: float | None, cancel: bool) -> None:
+        """Make the deadline *limit* seconds from now, unless it is sooner already."""
+        with self._cond:
+            if limit is not None:
+                deadline = self._clock() + limit
+                if self.deadline is None or deadline < self.deadline:
+                    self.deadline = deadline
+            self.cancel = self.cancel or cancel
+            self._cond.notify_all()
+
+    def hurry(self) -> None:
+        """Make the deadline now."""
+        self.tighten(0.0, False)
+
+    def launch(self, sequence: Callable[[], None]) -> None:
+        """Run *sequence* on a thread of its own (here, if no thread can start)."""
+        self._thread = threading.Thread(target=sequence, name="topchef-stop")
+        try:
+            self._thread.start()
+        except RuntimeError:  # the interpreter is exiting: no new threads
+            self._thread = None
+            sequence()
+
+    def wait(self, stopped: Callable[[], bool], hurried: Callable[[], bool]) -> None:
+        """Wait until *stopped*; *hurried* (a second signal) or Ctrl-C hurries the
+        stop, and a Ctrl-C is raised again once the worker is stopped."""
+        interrupted: BaseException | None = None
+        while True:
+            try:
+                with self._cond:
+                    while not stopped():
+                        if hurried():
+                            self.hurry()
+                        self._cond.wait(0.25)
+                break
+            except KeyboardInterrupt as error:
+                interrupted = error
+                self.hurry()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(STOP_MARGIN)
+        if interrupted is not None:
+            raise interrupted
