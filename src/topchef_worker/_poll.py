@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 
@@ -111,7 +111,9 @@ class Polling:
             self._waiting[svc.id] = svc
             return
         svc.poll_in_flight = True
-        held = [slot]  # emptied when the slot passes to a claimed job
+        # The slot, until it passes to a claimed job; emptied (and None appended)
+        # once the task's own bookkeeping ran.
+        held: list[Slot | None] = [slot]
         ctx.launcher.launch(
             ctx.io_pool,
             f"poll of service {svc.id}",
@@ -119,7 +121,7 @@ class Polling:
             cleanup=lambda: self._after(svc, held),
         )
 
-    def _poll(self, svc: ServiceRun, held: list[Slot]) -> None:
+    def _poll(self, svc: ServiceRun, held: list[Slot | None]) -> None:
         ctx = self._ctx
         claimed: Job | None = None
         unconfirmed: Job | None = None
@@ -157,7 +159,7 @@ class Polling:
                 first = svc.poll_failures == 1 or not is_transient(failure)
                 ctx.counts["poll_errors"] += 1
                 if is_transient(failure):
-                    ctx.health.failed(f"polls of service {svc.id}", failure)
+                    ctx.health.failed(f"polls of service {svc.id}", failure, svc.id)
                 ctx.emit(PollFailed(time=time.time(), service_id=svc.id, error=str(failure)))
                 delay = ctx.settings.retry.wait(svc.poll_failures, failure, ctx.rand())
                 ctx.scheduler.rearm(svc.poll_timer, delay)
@@ -176,8 +178,11 @@ class Polling:
                 ctx.scheduler.rearm(svc.poll_timer, delay)
             run = None
             job = claimed or unconfirmed
+            slot = held.pop()
+            held.append(None)  # bookkeeping done: the cleanup must not redo it
             if job is not None:
-                run = JobRun(job=job, service=svc, slot=held.pop())
+                assert slot is not None
+                run = JobRun(job=job, service=svc, slot=slot)
                 self._runs.add(run)
                 ctx.counts["claimed"] += claimed is not None
                 if claimed is not None:
@@ -189,6 +194,8 @@ class Polling:
                             claim_latency=ctx.clock() - seen_at,
                         )
                     )
+            elif slot is not None:
+                slot.release()
         if failure is not None:
             _log.log(
                 logging.WARNING if first else logging.DEBUG,
@@ -210,13 +217,16 @@ class Polling:
         elif svc.idle and self.idle() and not self._runs.in_flight:
             self._on_idle()
 
-    def _after(self, svc: ServiceRun, held: list[Slot]) -> None:
+    def _after(self, svc: ServiceRun, held: list[Slot | None]) -> None:
         """Whatever happened, give back an unused slot and keep the service polled."""
         with self._ctx.cond:
+            if held == [None]:
+                return  # the task's bookkeeping ran (a next poll may be in flight)
             svc.poll_in_flight = False
             for slot in held:
-                slot.release()
-            held.clear()
+                if slot is not None:
+                    slot.release()
+            held[:] = [None]
             if self._running and svc.poll_timer.due is None and not svc.waiting_for_slot:
                 self._ctx.scheduler.arm(svc.poll_timer, self._ctx.settings.poll_interval)
 
