@@ -22,7 +22,7 @@ still owed then stays in the outbox, or is named in an ERROR log line.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 
@@ -350,7 +350,6 @@ class Delivery:
             pending.refusals = pending.refusals + 1 if isinstance(error, ServerError) else 0
             pending.failures += 1
             first = not pending.owed
-            pending.owed = True
             ctx.health.failed("delivery", error)
         if first:
             _log.warning(
@@ -361,6 +360,9 @@ class Delivery:
                 extra=extra,
             )
             self._keep(pending)
+            with ctx.cond:  # owed (in the stats) once it is in the outbox, not before
+                pending.owed = True
+                ctx.cond.notify_all()
         if ctx.hurry.is_set():
             return  # stop() gives up on what is still owed
         delay = ctx.settings.retry.wait(pending.failures, error, ctx.rand())

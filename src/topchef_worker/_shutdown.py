@@ -15,7 +15,7 @@ of its own and waits for it, bounded.  That keeps three promises at once:
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from ._settings import STOP_MARGIN
 
@@ -35,7 +35,7 @@ class Shutdown:
         self._clock = clock
         self.deadline: float | None = None
         self.cancel = False
-        self._thread: threading.Thread | None = None
+        self.thread: threading.Thread | None = None
 
     def tighten(self, limit: float | None, cancel: bool) -> None:
         """Make the deadline *limit* seconds from now, unless it is sooner already."""
@@ -53,11 +53,11 @@ class Shutdown:
 
     def launch(self, sequence: Callable[[], None]) -> None:
         """Run *sequence* on a thread of its own (here, if no thread can start)."""
-        self._thread = threading.Thread(target=sequence, name="topchef-stop")
+        self.thread = threading.Thread(target=sequence, name="topchef-stop")
         try:
-            self._thread.start()
+            self.thread.start()
         except RuntimeError:  # the interpreter is exiting: no new threads
-            self._thread = None
+            self.thread = None
             sequence()
 
     def wait(self, stopped: Callable[[], bool], hurried: Callable[[], bool]) -> None:
@@ -75,7 +75,7 @@ class Shutdown:
             except KeyboardInterrupt as error:
                 interrupted = error
                 self.hurry()
-        thread = self._thread
+        thread = self.thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(STOP_MARGIN)
         if interrupted is not None:

@@ -25,10 +25,10 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from datetime import timedelta
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import requests
@@ -431,10 +431,10 @@ class Worker:
                 self._health.set_state(WorkerState.STOPPING)
                 assert self._ctx is not None
                 self._ctx.stopping.set()
-        if stopped:
-            connecting = self._connecting  # a start that failed may still be ending
-            if connecting is not None and connecting is not threading.current_thread():
-                connecting.join(STOP_MARGIN)
+        if stopped:  # a start that failed, or a stop, may still be ending its thread
+            for thread in (self._connecting, self._shutdown.thread):
+                if thread is not None and thread is not threading.current_thread():
+                    thread.join(STOP_MARGIN)
             return
         if first:
             _log.info("worker stopping")
