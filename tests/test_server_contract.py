@@ -450,6 +450,36 @@ def test_invalid_stored_schema_fails_submissions_with_500(http: Any) -> None:
     assert (500, "text/html") == (response.status_code, response.headers["Content-Type"])
 
 
+def test_an_unknown_type_in_the_result_schema_fails_only_the_results_it_reaches(
+    http: Any,
+) -> None:
+    """Draft4Validator without check_schema (the real server's jsonschema 2.6): a
+    property typed "float" is a 500 HTML page for results that have it, nothing for
+    results without it."""
+    created = http(
+        "POST",
+        "/services",
+        json={
+            "name": "f",
+            "description": "d",
+            "job_registration_schema": {},
+            "job_result_schema": {"type": "object", "properties": {"x": {"type": "float"}}},
+        },
+    )
+    sid = created.headers["Location"].rsplit("/", 1)[1]
+    first, second = (
+        http("POST", f"/services/{sid}/jobs", json={"parameters": {}}).json()["data"]["id"]
+        for _ in range(2)
+    )
+    without = http("PATCH", f"/jobs/{first}", json={"status": "COMPLETED", "results": {"y": 1}})
+    with_x = http("PATCH", f"/jobs/{second}", json={"status": "COMPLETED", "results": {"x": 1.5}})
+    assert (200, 500, "text/html") == (
+        without.status_code,
+        with_x.status_code,
+        with_x.headers["Content-Type"],
+    )
+
+
 def test_next_does_not_claim_and_is_fifo(http: Any, sid: str, server: TopChefServer) -> None:
     """next returns the oldest REGISTERED job, the same one until its status changes."""
     jobs = [_submit(http, sid, a) for a in range(12)]
