@@ -12,8 +12,10 @@ The report separates three questions:
 * ``alive`` (liveness, ``/healthz``): this process works: its scheduler thread runs
   and it is not stopped by a fault of its own.  A TopChef outage does not make a
   worker dead, so an orchestrator does not restart healthy pods during one.
-* ``ready`` (readiness, ``/readyz``): it can take jobs now (RUNNING).
-* ``healthy``: ready, and every service checked in within its timeout and (when it
+* ``ready`` (readiness, ``/readyz``): it can take jobs now: started, its job pool
+  usable, not over its overrun cap, and the server answering for at least one of
+  its services (one broken queue out of forty does not make it unready).
+* ``healthy``: RUNNING, and every service checked in within its timeout and (when it
   has room for a job) polled within a few of its own poll intervals.
 """
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ._stats import Health, ServiceHealth, WorkerState
 from .events import Event, StateChanged
@@ -48,6 +50,7 @@ class HealthMonitor:
         self._emit = emit
         self.state = WorkerState.NEW
         self._failing: dict[str, str] = {}
+        self._failing_services: dict[str, str] = {}  # source -> its service id
         self.answers = 0  # successful exchanges with the server, for delivery
         self._conditions: dict[str, str] = {}  # other reasons to be DEGRADED
 
@@ -59,11 +62,13 @@ class HealthMonitor:
             if old is not state:
                 self._emit(StateChanged(time=time.time(), old=old, new=state))
 
-    def failed(self, source: str, error: BaseException) -> None:
-        """Note a transient failure of *source*."""
+    def failed(self, source: str, error: BaseException, service_id: str | None = None) -> None:
+        """Note a transient failure of *source* (one of *service_id*'s, if given)."""
         with self._cond:
             first = not self._failing
             self._failing[source] = str(error)
+            if service_id is not None:
+                self._failing_services[source] = service_id
             if first:
                 self._update()
 
@@ -71,13 +76,15 @@ class HealthMonitor:
         """Note a success of *source*."""
         with self._cond:
             self.answers += 1
+            self._failing_services.pop(source, None)
             if self._failing.pop(source, None) is not None and not self._failing:
                 self._update()
 
-    @property
-    def server_failing(self) -> bool:
-        """Whether some exchange with the server fails now."""
-        return bool(self._failing)
+    def unreachable(self, services: int) -> bool:
+        """Whether every one of the *services* has an exchange failing now: the
+        server is down for this worker, not one queue broken."""
+        with self._cond:
+            return services > 0 and len(set(self._failing_services.values())) >= services
 
     def condition(self, name: str, reason: str | None) -> None:
         """Set (a reason) or clear (None) another cause of DEGRADED."""
@@ -120,7 +127,12 @@ class HealthMonitor:
         services: list[ServiceHealth],
         problems: list[str],
     ) -> Health:
-        """The health report, from the parts' own findings."""
+        """The health report, from the parts' own findings.
+
+        Ready means jobs can be taken now: RUNNING, or DEGRADED by some exchanges
+        failing while the server still answers for at least one service; not with
+        the job pool unusable or too many calls overrun.
+        """
         with self._cond:
             reasons = []
             if self.state is not WorkerState.RUNNING:
@@ -130,7 +142,11 @@ class HealthMonitor:
                 state=self.state,
                 alive=alive,
                 healthy=not reasons,
-                ready=self.state is WorkerState.RUNNING,
+                ready=(
+                    self.state in ACTIVE
+                    and not self._conditions
+                    and not self.unreachable(len(services))
+                ),
                 in_flight=in_flight,
                 services=tuple(services),
                 reasons=tuple(dict.fromkeys(reasons)),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ._context import Context
 from ._policy import heartbeat_delay
@@ -69,7 +69,7 @@ class Heartbeats:
                 svc.heartbeat_failures += 1
                 first = svc.heartbeat_failures == 1
                 ctx.counts["heartbeats_failed"] += 1
-                ctx.health.failed(f"heartbeats of service {svc.id}", error)
+                ctx.health.failed(f"heartbeats of service {svc.id}", error, svc.id)
                 ctx.emit(HeartbeatFailed(time=time.time(), service_id=svc.id, error=str(error)))
                 # Retried with backoff, but never later than the regular period.
                 delay = ctx.settings.retry.wait(svc.heartbeat_failures, error, ctx.rand())
@@ -86,7 +86,7 @@ class Heartbeats:
             ctx.health.answered(f"heartbeats of service {svc.id}")
             svc.heartbeat_failures = 0
             svc.last_beat = sent_at
-            svc.last_heartbeat = datetime.now(timezone.utc)
+            svc.last_heartbeat = datetime.now(UTC)
             ctx.counts["heartbeats_sent"] += 1
             # From when this one was sent, so a slow server does not stretch the period.
             period = heartbeat_delay(svc.interval, jitter=ctx.settings.jitter, rand=ctx.rand)

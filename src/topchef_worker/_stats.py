@@ -94,7 +94,8 @@ class Health:
 
     ``alive`` (liveness): this process works: its scheduler runs, and nothing of
     its own stops it from working; a TopChef outage does not make it dead.
-    ``ready`` (readiness): it can take jobs now (RUNNING).  ``healthy``: ready,
+    ``ready`` (readiness): it can take jobs now: started, its job pool usable, not
+    over its overrun cap, and the server answering for at least one service.  ``healthy``: ready,
     every service's last check-in younger than its timeout, and every service
     that has a free slot polled within a few of its poll intervals.  ``reasons``
     says what is wrong when not healthy.
