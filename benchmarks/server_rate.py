@@ -77,7 +77,7 @@ def _rates(sends: Sequence[Callable[[], object]], requests: int, repeat: int) ->
         for _ in range(min(200, requests)):  # warm up connections and caches
             send()
     rates: list[list[float]] = [[] for _ in sends]
-    turns = list(zip(sends, rates))
+    turns = list(zip(sends, rates, strict=False))
     for round_ in range(repeat):
         for send, measured in turns if round_ % 2 == 0 else reversed(turns):
             start = time.perf_counter()
@@ -181,7 +181,8 @@ def main() -> None:
             senders = [functools.partial(use, each) for _, each in clients]
             by_call[call] = _rates(senders, n, r)
             rows.extend(
-                (f"{label:13} {call}", rate) for (label, _), rate in zip(clients, by_call[call])
+                (f"{label:13} {call}", rate)
+                for (label, _), rate in zip(clients, by_call[call], strict=False)
             )
         for _, each in clients:
             each.close()

@@ -20,6 +20,7 @@ also ``docs/benchmarks.md`` and its plots.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
 import os
@@ -414,7 +415,7 @@ def idle_cost(quick: bool) -> dict[str, Any]:
                 cpu_used = time.process_time() - cpu
                 threads = threading.active_count() - threads_before
                 gaps = [
-                    max(b - a for a, b in zip(times, times[1:]))
+                    max(b - a for a, b in itertools.pairwise(times))
                     for times in session.beats.values()
                     if len(times) > 1
                 ]

@@ -468,3 +468,17 @@ def test_the_example_app_runs(client: TopChefClient, server: TopChefServer, proc
     process.signal(signal.SIGTERM)
     assert 0 == process.finish()
     assert {"sum": 42} == client.job(job.id).results
+
+
+def test_run_with_an_unknown_service_exits_2_naming_it(
+    app: Path, server: TopChefServer, processes: Any
+) -> None:
+    """A handler for a service the server does not know ends `run` with exit code 2
+    and a one-line error naming the service: a configuration error, not an outage."""
+    unknown = "00000000-0000-4000-8000-000000000000"
+    process = Process("run", f"{app}:worker", "--url", server.url, env={"APP_SERVICE_ID": unknown})
+    processes.append(process)
+    assert 2 == process.finish()
+    errors = [line for line in process.stderr if line.startswith("topchef-worker: error:")]
+    assert 1 == len(errors)
+    assert unknown in errors[0]

@@ -22,9 +22,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -621,3 +621,32 @@ def test_a_second_ctrl_c_during_stop_leaves_no_job_working(
 
     assert [] == working(client, adder.id)
     assert client.job(job.id).status in (JobStatus.REGISTERED, JobStatus.COMPLETED)
+
+
+def test_stop_while_the_server_sits_on_a_request(
+    client: TopChefClient,
+    server: TopChefServer,
+    adder: Service,
+    harness: Harness,
+    tmp_path: Path,
+) -> None:
+    """A server stuck on a request (the others queue behind it, one at a time) does
+    not stretch stop(timeout=1) past its bound, though requests wait up to their read
+    timeout: the outcome whose delivery hangs is kept in the outbox."""
+    outbox = tmp_path / "outbox.jsonl"
+    hold = harness.hold()
+    worker = harness.worker(outbox=outbox)
+    worker.handler(adder.id)(hold)
+    job = client.submit_job(adder.id, {"a": 1, "b": 2})
+    harness.start(worker)
+    hold.wait_started()
+    server.faults.add_latency(8.0, method="PATCH", path="/jobs/*")
+    hold.release.set()
+    hold.wait_returned()
+
+    elapsed = harness.stop(worker, 1.0)
+
+    assert elapsed <= 1.0 + MARGIN
+    assert WorkerState.STOPPED == worker.state
+    assert [(job.id, "COMPLETED")] == [(r["job_id"], r["status"]) for r in read_outbox(outbox)]
+    server.faults.clear()

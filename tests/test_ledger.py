@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import pytest
 
@@ -28,7 +28,7 @@ from topchef_worker._ledger import (
 )
 from topchef_worker.exceptions import ConfigurationError, TopChefError
 
-Ledger = Union[Journal, Outbox]
+Ledger = Journal | Outbox
 
 SERVICE = "5a1b2f7e-0c4d-4e8a-9b6f-3d2c1e0f9a87"
 A = "00000000-0000-4000-8000-00000000000a"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -24,9 +24,7 @@ def test_job_is_parsed_and_normalised() -> None:
     parsed = job(JOB, "svc")
     assert "be2d23dd-9d3f-4f40-a99b-d7866bf89d60" == parsed.id
     assert JobStatus.REGISTERED == parsed.status
-    assert datetime(2026, 11, 27, 20, 33, 16, 974270, tzinfo=timezone.utc) == (
-        parsed.date_submitted
-    )
+    assert datetime(2026, 11, 27, 20, 33, 16, 974270, tzinfo=UTC) == (parsed.date_submitted)
     assert "svc" == parsed.service_id
     assert parsed.status == "REGISTERED"
 
@@ -34,7 +32,7 @@ def test_job_is_parsed_and_normalised() -> None:
 def test_naive_dates_are_utc() -> None:
     """A date without an offset is taken as UTC, as TopChef writes it."""
     parsed = job({**JOB, "date_submitted": "2026-11-27T20:33:16"})
-    assert timezone.utc == parsed.date_submitted.tzinfo
+    assert UTC == parsed.date_submitted.tzinfo
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -193,10 +193,10 @@ def test_manual_clock() -> None:
     """The clock moves only forward, by seconds or timedelta, and is aware UTC."""
     start = datetime(2026, 1, 1, 12, 0)
     clock = ManualClock(start)
-    assert datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc) == clock()
-    assert datetime(2026, 1, 1, 12, 0, 5, tzinfo=timezone.utc) == clock.advance(5)
+    assert datetime(2026, 1, 1, 12, 0, tzinfo=UTC) == clock()
+    assert datetime(2026, 1, 1, 12, 0, 5, tzinfo=UTC) == clock.advance(5)
     clock.advance(timedelta(minutes=1))
-    assert datetime(2026, 1, 1, 12, 1, 5, tzinfo=timezone.utc) == clock()
+    assert datetime(2026, 1, 1, 12, 1, 5, tzinfo=UTC) == clock()
     with pytest.raises(ValueError, match="forward"):
         clock.advance(-1)
 

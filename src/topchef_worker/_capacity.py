@@ -16,7 +16,7 @@ Every method is called with the worker's lock held.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["Capacity", "Slot"]
 

@@ -7,7 +7,8 @@ included, as long as the handler itself pickles (a module-level function does).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._models import Job
 from ._tasks import marked

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any, Callable, Optional
+from typing import Any
 
 import attrs
 
@@ -29,7 +29,7 @@ __all__ = [
     "same_service",
 ]
 
-ErrorResults = Callable[[BaseException], Optional[Mapping[str, Any]]]
+ErrorResults = Callable[[BaseException], Mapping[str, Any] | None]
 
 
 def positive_seconds(value: float | timedelta | None, name: str) -> float | None:

@@ -9,7 +9,7 @@ answer never escapes as a raw ``KeyError`` or ``TypeError``.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ._ids import parse_id
@@ -86,7 +86,7 @@ def _date(obj: object, key: str, where: str) -> datetime:
         raise ShapeError(f"{where}.{key} is not an ISO date: {raw!r:.40}") from None
     # TopChef writes UTC with an explicit +00:00; a naive value is UTC too.
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value
 
 

@@ -7,8 +7,8 @@ next poll, when to beat, what to send for an outcome) is tested on its own.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import attrs
 

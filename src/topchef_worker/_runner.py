@@ -18,8 +18,9 @@ import selectors
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["Runner"]
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from datetime import datetime
-from typing import Callable
 
 from . import _schemas
 from ._capacity import Capacity

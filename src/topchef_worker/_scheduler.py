@@ -17,7 +17,7 @@ import heapq
 import itertools
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["Scheduler", "Timer"]
 

@@ -8,8 +8,8 @@ works; the server's 400 is then the only check.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .exceptions import ConfigurationError
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Callable
 
 __all__ = ["Launcher", "inside_worker", "marked"]
 

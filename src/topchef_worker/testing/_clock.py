@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 __all__ = ["ManualClock"]
 
@@ -20,8 +20,8 @@ class ManualClock:
     """
 
     def __init__(self, start: datetime | None = None) -> None:
-        now = start or datetime.now(timezone.utc)
-        self._now = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
+        now = start or datetime.now(UTC)
+        self._now = now if now.tzinfo else now.replace(tzinfo=UTC)
         self._lock = threading.Lock()
 
     def __call__(self) -> datetime:

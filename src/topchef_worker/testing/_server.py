@@ -17,8 +17,7 @@ import socketserver
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from typing import Callable
+from collections.abc import Callable, Iterator
 from urllib.parse import unquote
 
 import attrs
