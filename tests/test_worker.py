@@ -693,3 +693,29 @@ def test_idle_polling_is_spread_over_many_services(
     assert 3.0 == worker.settings.idle_poll_interval(6)
     with pytest.raises(ConfigurationError, match="idle_poll_rate"):
         Worker(server.url, idle_poll_rate=0)
+
+
+def test_a_busy_queue_is_claimed_in_batches(
+    client: TopChefClient, server: TopChefServer, adder: Service
+) -> None:
+    """With free slots on a busy queue, one GET /queue names up to ten jobs, each then
+    claimed with its own PATCH: far fewer polls than jobs, and every job runs once."""
+    calls: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def handler(parameters: dict[str, Any], job: Job) -> dict[str, Any]:
+        with lock:
+            calls[job.id] += 1
+        return {"sum": parameters["a"] + parameters["b"]}
+
+    jobs = [client.submit_job(adder.id, {"a": i, "b": 1}) for i in range(100)]
+    server.clear_requests()
+    worker = fast_worker(server, max_jobs=10)
+    worker.handler(adder.id)(handler)
+    worker.run(until_idle=True)
+    log = server.requests
+    polls = sum(1 for r in log if r.path.endswith(("/jobs/next", "/queue")))
+    claims = sum(1 for r in log if r.method == "PATCH" and b"WORKING" in r.body)
+    assert ({job.id: 1 for job in jobs}, 100) == (dict(calls), claims)
+    assert polls <= 30, f"{polls} polls for 100 jobs"
+    assert any(r.path == f"/services/{adder.id}/queue" for r in log)

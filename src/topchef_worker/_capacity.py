@@ -99,6 +99,16 @@ class Capacity:
         limit = self._limits[service_id]
         return limit is None or self._per_service[service_id] < limit
 
+    def room(self, service_id: str) -> int:
+        """How many slots *service_id* could reserve now."""
+        if self.overloaded:
+            return 0
+        free = self.max_jobs - self._used
+        limit = self._limits[service_id]
+        if limit is not None:
+            free = min(free, limit - self._per_service[service_id])
+        return max(0, free)
+
     def reserve(self, service_id: str) -> Slot | None:
         """Take a slot for one job of *service_id*, or None if there is no room."""
         if not self.has_room(service_id):

@@ -38,6 +38,9 @@ __all__ = ["Polling"]
 
 _log = logging.getLogger("topchef_worker")
 
+#: Most jobs one poll claims: what one ``GET /services/<id>/queue`` names.
+_BATCH = 10
+
 
 class Polling:
     """Polls every service when it is due and a slot is free."""
@@ -105,15 +108,25 @@ class Polling:
             return
         if self._pool.unusable is not None:
             return  # the pool cannot run jobs: claim nothing (said once, loudly)
-        slot = self._capacity.reserve(svc.id)
-        if slot is None:
+        # A busy queue (the last poll claimed a job): as many slots as the service
+        # has room for, up to what one /queue answer names.  Otherwise one, for the
+        # cheaper jobs/next, and so that idle services and those waiting for a slot
+        # are never starved by one that takes them all.
+        busy = svc.busy and not self._waiting
+        wanted = min(self._capacity.room(svc.id), _BATCH) if busy else 1
+        held: list[Slot | None] = []
+        for _ in range(max(1, wanted)):
+            slot = self._capacity.reserve(svc.id)
+            if slot is None:
+                break
+            held.append(slot)
+        if not held:
             svc.waiting_for_slot = True
             self._waiting[svc.id] = svc
             return
         svc.poll_in_flight = True
-        # The slot, until it passes to a claimed job; emptied (and None appended)
-        # once the task's own bookkeeping ran.
-        held: list[Slot | None] = [slot]
+        # `held`: the slots, until each passes to a claimed job; [None] once the
+        # task's own bookkeeping ran.
         ctx.launcher.launch(
             ctx.io_pool,
             f"poll of service {svc.id}",
@@ -122,24 +135,21 @@ class Polling:
         )
 
     def _poll(self, svc: ServiceRun, held: list[Slot | None]) -> None:
+        """Read the head of the queue, claim as many jobs as slots are held, start
+        them, and schedule the next poll."""
         ctx = self._ctx
-        claimed: Job | None = None
-        unconfirmed: Job | None = None
-        found: Job | None = None
+        found: list[Job] = []
+        claimed = 0
         failure: TopChefError | None = None
         first = False
-        seen_at = ctx.clock()
         try:
-            asked_at = ctx.clock()
-            found = ctx.client.next_job(svc.id)
-            seen_at = ctx.clock()
-            if found is not None and self._runs.stale(found.id, asked_at):
-                found = self._first_not_held(svc)
-            if found is not None:
-                claimed, unconfirmed = self._claim(svc, found)
+            found = self._read(svc, len(held))
+            for job in found:
+                if ctx.stopping.is_set():
+                    break
+                claimed += self._take(svc, job, held)
         except ResponseTooLargeError as error:
             self._oversized(svc, error)
-            found = None
         except TopChefError as error:
             failure = error
         with ctx.cond:
@@ -149,10 +159,16 @@ class Polling:
                 ctx.health.answered(f"polls of service {svc.id}")
                 svc.poll_failures = 0
                 svc.last_poll = ctx.clock()
-            if claimed is not None or unconfirmed is not None:
+            svc.busy = claimed > 0
+            if claimed:
                 svc.empty_polls = 0
                 svc.idle = False
-                ctx.scheduler.rearm(svc.poll_timer, 0.0)  # there may be more
+                # There may be more: poll again at once, or as soon as a slot is free.
+                if self._capacity.has_room(svc.id):
+                    ctx.scheduler.rearm(svc.poll_timer, 0.0)
+                else:
+                    svc.waiting_for_slot = True
+                    self._waiting[svc.id] = svc
             elif failure is not None:
                 svc.idle = False
                 svc.poll_failures += 1
@@ -165,8 +181,8 @@ class Polling:
                 ctx.scheduler.rearm(svc.poll_timer, delay)
             else:
                 svc.empty_polls += 1
-                svc.idle = found is None
-                if found is None:
+                svc.idle = not found
+                if not found:
                     ctx.counts["empty_polls"] += 1
                 delay = poll_delay(
                     svc.empty_polls,
@@ -176,26 +192,10 @@ class Polling:
                     rand=ctx.rand,
                 )
                 ctx.scheduler.rearm(svc.poll_timer, delay)
-            run = None
-            job = claimed or unconfirmed
-            slot = held.pop()
-            held.append(None)  # bookkeeping done: the cleanup must not redo it
-            if job is not None:
-                assert slot is not None
-                run = JobRun(job=job, service=svc, slot=slot)
-                self._runs.add(run)
-                ctx.counts["claimed"] += claimed is not None
-                if claimed is not None:
-                    ctx.emit(
-                        JobClaimed(
-                            time=time.time(),
-                            job_id=job.id,
-                            service_id=svc.id,
-                            claim_latency=ctx.clock() - seen_at,
-                        )
-                    )
-            elif slot is not None:
-                slot.release()
+            for slot in held:  # slots no job was claimed with
+                if slot is not None:
+                    slot.release()
+            held[:] = [None]  # bookkeeping done: the cleanup must not redo it
         if failure is not None:
             _log.log(
                 logging.WARNING if first else logging.DEBUG,
@@ -204,18 +204,64 @@ class Polling:
                 failure,
                 extra={"service_id": svc.id},
             )
-        if run is not None and claimed is not None:
-            try:
-                self._runs.start(run)
-            except BaseException as error:
-                self._runs.decide(run, Decision.failure(error))  # it never stays WORKING
-                raise
-        elif run is not None:
+        if not claimed and svc.idle and self.idle() and not self._runs.in_flight:
+            self._on_idle()
+
+    def _read(self, svc: ServiceRun, slots: int) -> list[Job]:
+        """The jobs at the head of the queue, oldest first, at most *slots* of them.
+
+        One free slot: ``jobs/next``, the cheapest answer.  More: ``/queue``, which
+        costs the server as much (it loads the service's whole history either way)
+        and names up to ten jobs, so that a busy queue takes a fraction of a poll a
+        job.  A job this worker holds, or settled after the read was sent, is left.
+        """
+        client, runs = self._ctx.client, self._runs
+        asked_at = self._ctx.clock()
+        if slots == 1:
+            job = client.next_job(svc.id)
+            if job is None:
+                return []
+            if not runs.stale(job.id, asked_at):
+                return [job]
+            head = self._first_not_held(svc)
+            return [] if head is None else [head]
+        return [job for job in client.queue(svc.id) if not runs.stale(job.id, asked_at)][:slots]
+
+    def _take(self, svc: ServiceRun, job: Job, held: list[Slot | None]) -> int:
+        """Claim *job* with one of the *held* slots and start it; 1 if claimed."""
+        ctx = self._ctx
+        seen_at = ctx.clock()
+        claimed, unconfirmed = self._claim(svc, job)
+        with ctx.cond:
+            slot = held.pop()
+            assert slot is not None
+            taken = claimed or unconfirmed
+            if taken is None:
+                slot.release()
+                return 0
+            run = JobRun(job=taken, service=svc, slot=slot)
+            self._runs.add(run)
+            if claimed is not None:
+                ctx.counts["claimed"] += 1
+                ctx.emit(
+                    JobClaimed(
+                        time=time.time(),
+                        job_id=job.id,
+                        service_id=svc.id,
+                        claim_latency=ctx.clock() - seen_at,
+                    )
+                )
+        if claimed is None:
             self._runs.decide(
                 run, Decision.requeue("its claim could not be confirmed", started=False)
             )
-        elif svc.idle and self.idle() and not self._runs.in_flight:
-            self._on_idle()
+            return 1
+        try:
+            self._runs.start(run)
+        except BaseException as error:
+            self._runs.decide(run, Decision.failure(error))  # it never stays WORKING
+            raise
+        return 1
 
     def _after(self, svc: ServiceRun, held: list[Slot | None]) -> None:
         """Whatever happened, give back an unused slot and keep the service polled."""

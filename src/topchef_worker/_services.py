@@ -45,6 +45,7 @@ class ServiceRun:
     poll_failures: int = 0
     last_poll: float | None = None  # clock time of the last successful poll
     idle: bool = False  # the last poll found the queue empty
+    busy: bool = False  # the last poll claimed a job: claim in batches
 
     @property
     def id(self) -> str:
