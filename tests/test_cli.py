@@ -94,11 +94,14 @@ def completed(log: list[Any]) -> int:
 
 
 class Process:
-    """A running topchef-worker command, with its output collected by threads."""
+    """A running topchef-worker command (or another *command*), with its output
+    collected by threads."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, command: list[str] = COMMAND
+    ) -> None:
         self.popen = subprocess.Popen(
-            [*COMMAND, *args],
+            [*command, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

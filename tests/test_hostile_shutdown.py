@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from test_cli import Process
 from test_worker import WAIT, fast_worker
 from topchef_worker import (
     JobStatus,
@@ -244,43 +245,25 @@ def read_outbox(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-class Script:
+class Script(Process):
     """A script from tests/scripts run in a subprocess; its output is read by threads."""
 
     def __init__(self, name: str, *args: str) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        self.popen = subprocess.Popen(
-            [sys.executable, str(SCRIPTS / name), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
+        super().__init__(
+            str(SCRIPTS / name),
+            *args,
+            env={"PYTHONPATH": os.pathsep.join(sys.path)},
+            command=[sys.executable],
         )
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self.changed = threading.Condition()
-        self.readers = [
-            threading.Thread(target=self._read, args=(self.popen.stdout, self.stdout)),
-            threading.Thread(target=self._read, args=(self.popen.stderr, self.stderr)),
-        ]
-        for reader in self.readers:
-            reader.start()
 
-    def _read(self, stream: Any, lines: list[str]) -> None:
-        for line in stream:
-            with self.changed:
-                lines.append(line)
-                self.changed.notify_all()
-        stream.close()
-
-    def wait_for_line(self, text: str, timeout: float = WAIT) -> None:
+    def wait_for_output(self, text: str, timeout: float = WAIT) -> None:
         with self.changed:
             printed = self.changed.wait_for(
                 lambda: any(text in line for line in self.stdout), timeout
             )
         assert printed, f"never printed {text!r}; stderr: {''.join(self.stderr)}"
 
-    def finish(self, timeout: float) -> int:
+    def finish(self, timeout: float = WAIT) -> int:
         """The exit code; fails the test (killing the process) if it does not exit
         within *timeout* seconds."""
         try:
@@ -595,7 +578,7 @@ def test_stop_from_atexit_while_a_job_runs(
     jobs = [client.submit_job(adder.id, {"a": i, "b": 1}) for i in range(2)]
     script = Script("atexit_worker.py", server.url, adder.id)
     scripts.append(script)
-    script.wait_for_line("returning")
+    script.wait_for_output("returning")
 
     code = script.finish(timeout=5 + MARGIN + 10)  # stop(5), the margin, the job's last 0.5 s
 
@@ -612,9 +595,9 @@ def test_a_second_ctrl_c_during_stop_leaves_no_job_working(
     job = client.submit_job(adder.id, {"a": 1, "b": 2})
     script = Script("interrupted_worker.py", server.url, adder.id)
     scripts.append(script)
-    script.wait_for_line("running")
+    script.wait_for_output("running")
     script.popen.send_signal(signal.SIGINT)
-    script.wait_for_line("stopping")
+    script.wait_for_output("stopping")
     script.popen.send_signal(signal.SIGINT)
 
     script.finish(timeout=3 + MARGIN + 10)  # the handler's 3 s, the margin, start-up

@@ -66,10 +66,11 @@ class Context:
         """The client to use now: the hurried one once stop's timeout expired."""
         return self.hurry_client if self.hurry.is_set() else self.client
 
-    def close(self) -> None:
-        """Shut the I/O pools down and close the ledger files (idempotent)."""
+    def close(self, *, wait: bool = False) -> None:
+        """Shut the I/O pools down (waiting for their threads, if *wait*) and close
+        the ledger files (idempotent)."""
         for pool in (self.io_pool, self.heartbeat_pool):
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=wait, cancel_futures=True)
         for ledger in (self.journal, self.outbox):
             if ledger is not None:
                 try:

@@ -27,7 +27,7 @@ from ._delivery import Delivery
 from ._handlers import HandlerSpec
 from ._health import ACTIVE
 from ._heartbeat import Heartbeats
-from ._ledger import LedgerError, Outcome
+from ._ledger import Outcome
 from ._models import Service
 from ._poll import Polling
 from ._pools import JobPool, default_pool
@@ -212,15 +212,8 @@ class Runtime:
                 "a request to the server is still waiting for its answer; its thread ends "
                 "when it does (request_timeout)"
             )
-        for pool in (ctx.io_pool, ctx.heartbeat_pool):
-            pool.shutdown(wait=idle, cancel_futures=True)
+        ctx.close(wait=idle)
         self.pool.close(wait=not self.runs.overrun)  # no call runs: the threads end now
-        for ledger in (ctx.journal, ctx.outbox):
-            if ledger is not None:
-                try:
-                    ledger.close()
-                except LedgerError as error:
-                    _log.error("%s", error)
         self._report_left(left)
 
     def _wait(
