@@ -206,8 +206,9 @@ def test_heartbeat_interval_defaults_to_a_third_of_the_timeout(
     with worker:
         assert worker.wait_ready(WAIT)
         assert [service.id] == [s.id for s in worker.services]
-        assert worker._runtime is not None
-        assert 3.0 == worker._runtime.services[0].interval
+        runtime = worker._life.runtime
+        assert runtime is not None
+        assert 3.0 == runtime.services[0].interval
         assert 9 == worker.services[0].timeout
 
 

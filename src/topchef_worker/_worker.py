@@ -14,7 +14,8 @@ its own:
 * ``_ledger`` and ``_recovery``: the journal and the outbox, and what a start does
   with what a crashed run left;
 * ``_health``: the state, DEGRADED or not, and the health report;
-* ``_startup``, ``_runtime`` and ``_runner``: starting, the stop sequence, ``run()``.
+* ``_lifecycle``, ``_startup``, ``_runtime``, ``_shutdown`` and ``_runner``: the
+  worker's own life: start, the stop sequence, ``run()``.
 """
 
 from __future__ import annotations
@@ -34,20 +35,17 @@ import attrs
 import requests
 
 from ._client import DEFAULT_TIMEOUT, TimeoutLike, TopChefClient
-from ._context import Context
 from ._handlers import ErrorResults, HandlerSpec, add_handler
-from ._health import ACTIVE, HealthMonitor
+from ._health import HealthMonitor
+from ._lifecycle import Lifecycle
 from ._listeners import Listener, Listeners
 from ._models import Service
 from ._retry import RetryPolicy
 from ._runner import Runner
-from ._runtime import Runtime, stats_without_runtime
+from ._runtime import stats_without_runtime
 from ._settings import STOP_MARGIN, Settings
-from ._shutdown import Shutdown
-from ._startup import Left, open_context, resolve_all
 from ._stats import Health, WorkerState, WorkerStats
-from ._tasks import inside_worker
-from .exceptions import ConfigurationError, TopChefError
+from .exceptions import ConfigurationError
 
 __all__ = ["Worker"]
 
@@ -161,15 +159,16 @@ class Worker:
         self._cond = threading.Condition(threading.RLock())
         self._counts: Counter[str] = Counter()
         self._health = HealthMonitor(self._cond, self._listeners.emit)
-        self._ctx: Context | None = None
-        self._runtime: Runtime | None = None
-        self._made_session: requests.Session | None = None
-        self._failure: BaseException | None = None
-        self._shutdown = Shutdown(self._cond, clock)
-        self._connecting: threading.Thread | None = None
         self._runner: Runner | None = None
-        # What an earlier run left (outbox, journal), read at start, settled once running.
-        self._left: Left = ([], {})
+        self._life = Lifecycle(
+            cond=self._cond,
+            clock=clock,
+            rand=self._rand,
+            counts=self._counts,
+            health=self._health,
+            listeners=self._listeners,
+            wake=self._wake_runner,
+        )
 
     def __repr__(self) -> str:
         return f"<Worker {self.url or '(no URL yet)'} {self.state.value}>"
@@ -311,77 +310,16 @@ class Worker:
         is found (see :meth:`wait_ready`), and a WARNING repeats while the server does
         not answer.  Installs no signal handlers.
         """
-        with self._cond:
-            if self.state is WorkerState.STARTING or self.state in ACTIVE:
-                return
-            if self.state is not WorkerState.NEW:
-                raise ConfigurationError("a stopped worker cannot be started again")
-            if not self._handlers:
-                raise ConfigurationError("no handlers registered: nothing to run")
-            self._ctx = self._prepare()
-            self._listeners.open()
-            self._health.set_state(WorkerState.STARTING)
-            self._connecting = threading.Thread(
-                target=self._connect, args=(self._ctx,), name="topchef-start", daemon=True
-            )
-        self._connecting.start()
-
-    def _prepare(self) -> Context:
-        """Everything that can fail at once, before the background start."""
-        ctx, left, made_session = open_context(
+        settings = self._life.start(
             self.settings,
-            services=len(self._handlers),
+            self._handlers,
             client=self._given_client,
             session=self._session,
-            cond=self._cond,
-            clock=self._clock,
-            rand=self._rand,
-            counts=self._counts,
-            emit=self._listeners.emit,
-            health=self._health,
+            given_pool=self._given_pool,
+            pool_factory=self._pool_factory,
         )
-        self.settings, self._left, self._made_session = ctx.settings, left, made_session
-        return ctx
-
-    def _connect(self, ctx: Context) -> None:
-        """Find every service, settle what an earlier run left, start working."""
-        try:
-            runtime = Runtime(
-                ctx,
-                resolve_all(ctx, self._handlers),
-                given_pool=self._given_pool,
-                pool_factory=self._pool_factory,
-                on_idle=self._wake_runner,
-            )
-            with self._cond:
-                if ctx.stopping.is_set():
-                    return
-                self._runtime = runtime
-                runtime.begin(self._left)
-                self._health.set_state(WorkerState.RUNNING)
-        except BaseException as error:
-            if ctx.stopping.is_set() and not isinstance(error, ConfigurationError):
-                return  # stop() ended the wait for the server
-            _log.error(
-                "the worker cannot start: %s", error, exc_info=not isinstance(error, TopChefError)
-            )
-            self._abort(ctx, error)
-
-    def _abort(self, ctx: Context, error: BaseException) -> None:
-        """End a start that failed: the worker is STOPPED and says why."""
-        ctx.stopping.set()
-        self._close_io(ctx)
-        self._listeners.close(timeout=1.0)
-        with self._cond:
-            self._failure = error
-            self._health.set_state(WorkerState.STOPPED)
-        self._wake_runner()
-
-    def _close_io(self, ctx: Context) -> None:
-        ctx.close()
-        if self._made_session is not None:
-            self._made_session.close()
-            self._made_session = None
+        if settings is not None:
+            self.settings = settings
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the worker runs (True), or *timeout* seconds pass (False).
@@ -390,20 +328,7 @@ class Worker:
         :class:`ConfigurationError` naming a service the server does not know.
         False, too, if the worker was stopped before it was ready.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self.state not in ACTIVE:
-                if self._failure is not None:
-                    raise self._failure
-                if self.state in (WorkerState.STOPPING, WorkerState.STOPPED, WorkerState.NEW):
-                    return False
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._cond.wait(0.5 if remaining is None else min(remaining, 0.5))
-            return True
-
-    # -- stopping ---------------------------------------------------------------------
+        return self._life.wait_ready(timeout)
 
     def stop(self, timeout: float | timedelta | None = None, cancel: bool = False) -> None:
         """Stop the worker: it returns within *timeout* plus a few seconds.
@@ -418,62 +343,10 @@ class Worker:
         with a shorter timeout hurries a stop under way.  Called from a handler or a
         listener, it starts the stop and returns at once.
         """
-        limit = _seconds(timeout)
-        with self._cond:
-            if self.state is WorkerState.NEW:
-                self._health.set_state(WorkerState.STOPPED)  # never started
-                return
-            stopped = self.state is WorkerState.STOPPED
-            first = self.state is not WorkerState.STOPPING and not stopped
-            if not stopped:
-                self._shutdown.tighten(limit, cancel)
-            if first:
-                self._health.set_state(WorkerState.STOPPING)
-                assert self._ctx is not None
-                self._ctx.stopping.set()
-        if stopped:  # a start that failed, or a stop, may still be ending its thread
-            for thread in (self._connecting, self._shutdown.thread):
-                if thread is not None and thread is not threading.current_thread():
-                    thread.join(STOP_MARGIN)
-            return
-        if first:
-            _log.info("worker stopping")
-            self._shutdown.launch(self._stop_sequence)
-        if inside_worker():
-            return  # a handler or listener: the stop goes on without it
         runner = self._runner
-        self._shutdown.wait(
-            stopped=lambda: self.state is WorkerState.STOPPED,
-            hurried=lambda: runner is not None and runner.hurry,
+        self._life.stop(
+            _seconds(timeout), cancel, hurried=lambda: runner is not None and runner.hurry
         )
-
-    def _stop_sequence(self) -> None:
-        ctx = self._ctx
-        assert ctx is not None
-        try:
-            connecting = self._connecting
-            if connecting is not None and connecting.is_alive():
-                connecting.join(STOP_MARGIN)
-            runtime = self._runtime
-            if runtime is not None:
-                runtime.stop(lambda: self._shutdown.deadline, lambda: self._shutdown.cancel)
-            else:
-                ctx.scheduler.stop()
-            self._close_io(ctx)
-        except BaseException:
-            _log.exception("stopping the worker failed; it is STOPPED all the same")
-        finally:
-            with self._cond:
-                self._health.set_state(WorkerState.STOPPED)
-            self._listeners.close(timeout=1.0)
-            self._wake_runner()
-            counts = self.stats()
-            _log.info(
-                "worker stopped: %d completed, %d failed, %d requeued",
-                counts.completed,
-                counts.failed,
-                counts.requeued,
-            )
 
     # -- run() ------------------------------------------------------------------------
 
@@ -493,15 +366,15 @@ class Worker:
             start=self.start,
             stop=lambda limit: self.stop(limit),
             keep_going=lambda: self.state not in (WorkerState.STOPPING, WorkerState.STOPPED),
-            idle=lambda: self._runtime is not None and self._runtime.idle(),
+            idle=lambda: self._life.runtime is not None and self._life.runtime.idle(),
         )
         self._runner = runner
         try:
             runner.run(until_idle=until_idle, stop_timeout=_seconds(stop_timeout))
         finally:
             self._runner = None
-        if self._failure is not None:
-            raise self._failure
+        if self._life.failure is not None:
+            raise self._life.failure
 
     def _wake_runner(self) -> None:
         runner = self._runner
@@ -546,16 +419,18 @@ class Worker:
                 self._cond.wait(min(remaining, 0.5))
 
     def _snapshot(self) -> WorkerStats:
-        if self._runtime is not None:
-            return self._runtime.stats(self.state)
+        if self._life.runtime is not None:
+            return self._life.runtime.stats(self.state)
         return stats_without_runtime(self._counts, self.state)
 
     def health(self) -> Health:
         """Whether the worker is alive, ready for jobs, and healthy (see
         :class:`Health`)."""
         with self._cond:
-            runtime, state = self._runtime, self.state
-            problems = [] if self._failure is None else [f"could not start: {self._failure}"]
+            runtime, state = self._life.runtime, self.state
+            problems = (
+                [] if self._life.failure is None else [f"could not start: {self._life.failure}"]
+            )
             if runtime is None:
                 return self._health.report(
                     alive=state is WorkerState.STARTING, in_flight=0, services=[], problems=problems
@@ -566,7 +441,7 @@ class Worker:
     def services(self) -> list[Service]:
         """The services the worker runs, once found (empty before)."""
         with self._cond:
-            runtime = self._runtime
+            runtime = self._life.runtime
             return [svc.service for svc in runtime.services] if runtime else []
 
 
