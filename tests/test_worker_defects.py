@@ -869,3 +869,39 @@ def test_sigterm_while_starting_exits_0(tmp_path: Path) -> None:
             process.finish()
 
     assert 0 == code, "".join(process.stderr)
+
+
+# -- found in review -----------------------------------------------------------------
+
+
+def test_a_job_that_times_out_while_queued_in_the_pool_ends_error_once(
+    client: TopChefClient, server: TopChefServer, adder: Service, harness: Harness
+) -> None:
+    """With a pool smaller than max_jobs, a job still queued in the pool at its
+    deadline ends ERROR with JobTimeoutError; it is not requeued again and again."""
+    release = threading.Event()
+    pool = ThreadPoolExecutor(1)
+
+    def handler(parameters: dict[str, Any]) -> dict[str, Any]:
+        release.wait(WAIT)
+        return {"sum": 0}
+
+    jobs = [client.submit_job(adder.id, {"a": i, "b": 0}) for i in range(2)]
+    worker = harness.worker(max_jobs=2, job_pool=pool)
+    worker.handler(adder.id, timeout=0.3)(handler)
+    failed: list[JobFailed] = []
+    worker.add_listener(
+        lambda event: failed.append(event) if isinstance(event, JobFailed) else None
+    )
+    try:
+        harness.start(worker)
+        worker.wait_for(lambda stats: stats.failed == 2, timeout=WAIT)
+        stats = worker.stats()
+    finally:
+        release.set()
+        harness.stop(worker, 1.0)
+        pool.shutdown(wait=True)
+    assert (0, {JobStatus.ERROR}) == (
+        stats.requeued,
+        {client.job(job.id).status for job in jobs},
+    )

@@ -180,7 +180,11 @@ class Delivery:
                 self._launch(pending, lambda: self._attempt(pending))
 
         self._ctx.launcher.launch(
-            self._ctx.io_pool, f"delivering job {pending.job_id}", task, cleanup=cleanup
+            self._ctx.io_pool,
+            f"delivering job {pending.job_id}",
+            task,
+            cleanup=cleanup,
+            critical=True,
         )
 
     def _plan(self, pending: _Pending) -> None:
@@ -345,6 +349,8 @@ class Delivery:
         ctx = self._ctx
         extra = _extra(pending.job_id, pending.service_id)
         with ctx.cond:
+            if pending.done:
+                return  # abandoned by stop() meanwhile, and kept
             if pending.refusals == 0:
                 pending.answers_then = ctx.health.answers
             pending.refusals = pending.refusals + 1 if isinstance(error, ServerError) else 0
@@ -368,13 +374,13 @@ class Delivery:
         delay = ctx.settings.retry.wait(pending.failures, error, ctx.rand())
         ctx.scheduler.rearm(pending.timer, delay)
 
-    def _keep(self, pending: _Pending) -> None:
+    def _keep(self, pending: _Pending, outcome: Outcome | None = None) -> None:
         """Write an owed outcome to the outbox, so a crash cannot lose it."""
         outbox = self._ctx.outbox
         if outbox is None:
             return
         try:
-            outbox.put(pending.outcome)
+            outbox.put(outcome or pending.outcome)
         except LedgerError as error:
             _log.error(
                 "job %s: could not keep its outcome in the outbox: %s",
@@ -465,10 +471,13 @@ class Delivery:
                 self._ctx.counts["undelivered"] += 1
                 self._settled(pending)
             self._pending.clear()
-        outcomes = [pending.outcome for pending in left]
-        for pending in left:
-            if not pending.owed:
-                self._keep(pending)
+            outcomes = [pending.outcome for pending in left]
+            unkept = [pending for pending in left if not pending.owed]
+            for pending in unkept:
+                pending.owed = True
+        for pending, outcome in zip(left, outcomes, strict=True):
+            if pending in unkept:
+                self._keep(pending, outcome)
         return outcomes
 
 

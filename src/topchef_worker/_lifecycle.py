@@ -206,9 +206,10 @@ class Lifecycle:
                 assert self.ctx is not None
                 self.ctx.stopping.set()
         if stopped:  # a start that failed, or a stop, may still be ending its thread
+            bound = time.monotonic() + (STOP_MARGIN if limit is None else min(limit, STOP_MARGIN))
             for thread in (self._connecting, self._shutdown.thread):
                 if thread is not None and thread is not threading.current_thread():
-                    thread.join(STOP_MARGIN)
+                    thread.join(max(0.0, bound - time.monotonic()))
             return
         if first:
             _log.info("worker stopping")
@@ -223,20 +224,25 @@ class Lifecycle:
         try:
             connecting = self._connecting
             if connecting is not None and connecting.is_alive():
-                connecting.join(STOP_MARGIN)
+                # A start waiting for the server ends with the stop event; a request
+                # it has in flight is not waited for past the bound.
+                remaining = self._shutdown.remaining()
+                connecting.join(STOP_MARGIN / 2 if remaining is None else remaining / 2)
             runtime = self.runtime
             if runtime is not None:
                 runtime.stop(lambda: self._shutdown.deadline, lambda: self._shutdown.cancel)
-            else:
-                ctx.scheduler.stop()
-            self._close_io(ctx)
         except BaseException:
             _log.exception("stopping the worker failed; it is STOPPED all the same")
         finally:
+            try:  # whatever failed above, nothing of the worker's goes on
+                ctx.scheduler.stop(timeout=0.5)
+                self._close_io(ctx)
+            except BaseException:
+                _log.exception("closing the worker's pools and files failed")
             with self._cond:
                 self._health.set_state(WorkerState.STOPPED)
                 counts = stats_without_runtime(self._counts, WorkerState.STOPPED)
-            self._listeners.close(timeout=1.0)
+            self._listeners.close(timeout=0.5)
             self._wake()
             _log.info(
                 "worker stopped: %d completed, %d failed, %d requeued",

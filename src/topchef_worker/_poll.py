@@ -40,6 +40,8 @@ _log = logging.getLogger("topchef_worker")
 
 #: Most jobs one poll claims: what one ``GET /services/<id>/queue`` names.
 _BATCH = 10
+#: Tries of a claim before it is given up and the job put back (a few seconds).
+_CLAIM_ATTEMPTS = 6
 
 
 class Polling:
@@ -62,6 +64,11 @@ class Polling:
         self._runs = runs
         self._on_idle = on_idle
         self._waiting: dict[str, ServiceRun] = {}  # due, but no slot was free
+        self.claiming: set[str] = set()  # jobs whose claim is being sent
+        retry = ctx.settings.retry
+        self._claim_policy = attrs.evolve(
+            retry, attempts=_CLAIM_ATTEMPTS if retry.attempts is None else retry.attempts
+        )
         self._running = True
         for svc in services:
             svc.poll_timer.action = lambda svc=svc: self._due(svc)  # type: ignore[misc]
@@ -298,8 +305,12 @@ class Polling:
             except LedgerError as error:
                 _log.error("not claiming job %s: %s", job.id, error, extra=extra)
                 raise _NotClaimedError(str(error)) from error
+        with ctx.cond:
+            self.claiming.add(job.id)
         try:
-            confirmed = ctx.settings.retry.call(
+            # Bounded, so that an outage does not hold an I/O thread per service: a
+            # claim not confirmed in time is put back like any other outcome.
+            confirmed = self._claim_policy.call(
                 lambda: ctx.client.update_job(job.id, status=JobStatus.WORKING),
                 stop=ctx.stopping,
                 on_retry=self._on_retry(job.id, svc.id),
@@ -309,7 +320,10 @@ class Polling:
             self._journal_done(job.id)
             return None, None
         except TopChefError as error:
-            if is_transient(error):
+            status = getattr(error, "status_code", None)
+            if is_transient(error) or (isinstance(status, int) and 200 <= status < 300):
+                # No answer, or one the server sent after applying it: the claim may
+                # have been applied, so the job is put back (and stays journaled).
                 _log.warning(
                     "could not confirm the claim of job %s (%s); putting it back",
                     job.id,
@@ -320,6 +334,9 @@ class Polling:
             self._journal_done(job.id)
             _log.error("could not claim job %s: %s", job.id, error, extra=extra)
             return None, None
+        finally:
+            with ctx.cond:
+                self.claiming.discard(job.id)
         ctx.health.answered("claims")
         return attrs.evolve(confirmed, service_id=svc.id), None
 

@@ -169,8 +169,8 @@ class Runs:
         seconds = run.service.spec.timeout or 0.0
         if run.started_at is not None:
             run.duration = self._ctx.clock() - run.started_at
-        if run.future is not None:
-            run.future.cancel()
+        # Decided first: cancelling a future that has not started calls its done
+        # callback at once, which would otherwise decide a requeue.
         self.decide(
             run,
             Decision.failure(
@@ -182,6 +182,8 @@ class Runs:
                 )
             ),
         )
+        if run.future is not None:
+            run.future.cancel()
 
     def decide(self, run: JobRun, decision: Decision) -> None:
         """Decide *run*'s outcome, if nothing did first, and deliver it."""

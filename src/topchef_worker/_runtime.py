@@ -193,15 +193,16 @@ class Runtime:
             self.runs.requeue_unstarted()
         drained = self._wait(self.settled, deadline, cancel)
         left: list[Outcome] = []
-        # Past the timeout, everything below fits in STOP_MARGIN, whatever happens.
-        end = ctx.clock() + STOP_MARGIN - 0.5
+        # Past the timeout, everything below fits in STOP_MARGIN, whatever happens,
+        # with a second left for the listeners and the threads to end.
+        end = ctx.clock() + STOP_MARGIN - 1.5
         if not drained:
             ctx.hurry.set()
             _log.warning("stop timeout expired: putting back the jobs not finished")
             self.runs.requeue_unstarted()
             self.runs.interrupt_running()
             self.delivery.hurry()
-            self._wait(self.settled, lambda: end - 1.5, lambda: False)
+            self._wait(self.settled, lambda: end - 1.0, lambda: False)
             left = self.delivery.abandon()
         self.heartbeats.end()
         ctx.scheduler.stop(timeout=max(0.0, min(0.5, end - ctx.clock())))
@@ -215,6 +216,16 @@ class Runtime:
         ctx.close(wait=idle)
         self.pool.close(wait=not self.runs.overrun)  # no call runs: the threads end now
         self._report_left(left)
+        with ctx.cond:
+            claiming = sorted(self.polling.claiming)
+        if claiming:
+            _log.error(
+                "the claim of %d job(s) was still waiting for the server's answer when the "
+                "worker stopped; if it lands, these jobs stay WORKING until a start with "
+                "the journal (or an operator) puts them back: %s",
+                len(claiming),
+                ", ".join(claiming),
+            )
 
     def _wait(
         self,

@@ -14,12 +14,15 @@ of its own and waits for it, bounded.  That keeps three promises at once:
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
 from ._settings import STOP_MARGIN
 
 __all__ = ["Shutdown"]
+
+_log = logging.getLogger("topchef_worker")
 
 
 class Shutdown:
@@ -61,8 +64,9 @@ class Shutdown:
             sequence()
 
     def wait(self, stopped: Callable[[], bool], hurried: Callable[[], bool]) -> None:
-        """Wait until *stopped*; *hurried* (a second signal) or Ctrl-C hurries the
-        stop, and a Ctrl-C is raised again once the worker is stopped."""
+        """Wait until *stopped*, at most until the deadline plus ``STOP_MARGIN``;
+        *hurried* (a second signal) or Ctrl-C hurries the stop, and a Ctrl-C is
+        raised again once the wait is over."""
         interrupted: BaseException | None = None
         while True:
             try:
@@ -70,13 +74,32 @@ class Shutdown:
                     while not stopped():
                         if hurried():
                             self.hurry()
-                        self._cond.wait(0.25)
+                        remaining = self._remaining()
+                        if remaining is not None and remaining <= 0:
+                            _log.error("stop() gives up waiting: the stop sequence is stuck")
+                            break
+                        self._cond.wait(0.25 if remaining is None else min(remaining, 0.25))
                 break
             except KeyboardInterrupt as error:
                 interrupted = error
                 self.hurry()
-        thread = self.thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(STOP_MARGIN)
+        self.join()
         if interrupted is not None:
             raise interrupted
+
+    def join(self) -> None:
+        """Wait for the stop thread, at most until the deadline plus ``STOP_MARGIN``."""
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            remaining = self._remaining()
+            thread.join(STOP_MARGIN if remaining is None else max(0.0, remaining))
+
+    def remaining(self) -> float | None:
+        """Seconds left of the bound (None: no deadline)."""
+        return self._remaining()
+
+    def _remaining(self) -> float | None:
+        with self._cond:
+            if self.deadline is None:
+                return None
+            return self.deadline + STOP_MARGIN - self._clock()

@@ -166,7 +166,9 @@ def open_context(
         retry=None,
         max_response_bytes=client.max_response_bytes,
     )
+    stopping = threading.Event()
     ctx = Context(
+        stopping=stopping,
         cond=cond,
         settings=settings,
         client=client,
@@ -176,7 +178,7 @@ def open_context(
         counts=counts,
         emit=emit,
         scheduler=Scheduler(cond, clock),
-        launcher=Launcher(cond, counts),
+        launcher=Launcher(cond, counts, on_refused=stopping.set),
         health=health,
         heartbeat_pool=ThreadPoolExecutor(heartbeat_threads, "topchef-heartbeat"),
         io_pool=ThreadPoolExecutor(io_threads, "topchef-io"),

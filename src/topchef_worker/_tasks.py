@@ -41,6 +41,10 @@ class marked:  # noqa: N801 - used like a function, as a context manager
         _local.depth -= 1
 
 
+def _skipped() -> None:
+    """What a task refused by its pool does: nothing (its cleanup still runs)."""
+
+
 class Launcher:
     """Runs tasks on pools, logging and counting whatever they raise.
 
@@ -50,9 +54,15 @@ class Launcher:
         counts: The worker's counters; ``task_errors`` counts failed tasks.
     """
 
-    def __init__(self, cond: threading.Condition, counts: Counter[str]) -> None:
+    def __init__(
+        self,
+        cond: threading.Condition,
+        counts: Counter[str],
+        on_refused: Callable[[], object] = lambda: None,
+    ) -> None:
         self._cond = cond
         self._counts = counts
+        self._on_refused = on_refused
         self.in_flight = 0
 
     def launch(
@@ -62,12 +72,15 @@ class Launcher:
         task: Callable[[], object],
         *,
         cleanup: Callable[[], object] | None = None,
+        critical: bool = False,
     ) -> None:
         """Run *task* on *pool*; *cleanup* runs after it whatever happens.
 
         When the pool refuses new work (it is shut down, or the interpreter is
-        exiting), the task runs here and now instead: an outcome must still be
-        delivered or a job put back, and nothing else would do it.
+        exiting and ``concurrent.futures`` refuses every pool), the worker is told
+        to stop claiming (``on_refused``); a *critical* task (an outcome must still
+        be delivered, or a job put back) then runs on a thread of its own, and any
+        other is skipped, its cleanup run.
         """
         with self._cond:
             self.in_flight += 1
@@ -94,7 +107,16 @@ class Launcher:
         try:
             pool.submit(run)
         except RuntimeError:
-            run()
+            self._on_refused()
+            if not critical:
+                task = _skipped
+                run()
+                return
+            late = threading.Thread(target=run, name="topchef-late", daemon=True)
+            try:
+                late.start()
+            except RuntimeError:  # no new threads either: here, then
+                run()
 
     def wait_idle(self, timeout: float | None, clock: Callable[[], float]) -> bool:
         """Wait until no task is in flight, for at most *timeout* seconds."""
