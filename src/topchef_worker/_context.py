@@ -3,7 +3,8 @@
 The scheduler, the heartbeat and poll tasks, the job runs and delivery are separate
 classes, each owning its own concept; they meet here.  There is one lock (a
 re-entrant condition) for all of the worker's state: the parts call each other with
-it held, and a single lock cannot deadlock against itself.
+it held, so there is no lock order to get wrong.  No request is sent with it held:
+what talks to the server runs as a task on a pool (see :mod:`._tasks`).
 """
 
 from __future__ import annotations

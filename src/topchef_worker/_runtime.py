@@ -157,16 +157,11 @@ class Runtime:
             free = self.capacity.has_room()
             for svc in self.services:
                 expected = free and self.capacity.has_room(svc.id) and not svc.waiting_for_slot
-                report = svc.health(now, poll_limit=poll_limit, polling_expected=expected)
-                in_flight = self.runs.per_service(svc.id)
-                report = ServiceHealth(
-                    service_id=report.service_id,
-                    name=report.name,
-                    timeout=report.timeout,
-                    last_heartbeat_age=report.last_heartbeat_age,
-                    last_poll_age=report.last_poll_age,
-                    in_flight=in_flight,
-                    healthy=report.healthy,
+                report = svc.health(
+                    now,
+                    poll_limit=poll_limit,
+                    polling_expected=expected,
+                    in_flight=self.runs.per_service(svc.id),
                 )
                 reports.append(report)
                 if (

@@ -51,7 +51,9 @@ class ServiceRun:
     def id(self) -> str:
         return self.service.id
 
-    def health(self, now: float, *, poll_limit: float, polling_expected: bool) -> ServiceHealth:
+    def health(
+        self, now: float, *, poll_limit: float, polling_expected: bool, in_flight: int
+    ) -> ServiceHealth:
         """This service's part of the health report."""
         heartbeat_age = None if self.last_beat is None else now - self.last_beat
         poll_age = None if self.last_poll is None else now - self.last_poll
@@ -63,7 +65,7 @@ class ServiceRun:
             timeout=self.service.timeout,
             last_heartbeat_age=heartbeat_age,
             last_poll_age=poll_age,
-            in_flight=0,
+            in_flight=in_flight,
             healthy=beating and polling,
         )
 
