@@ -11,7 +11,7 @@ import requests
 
 from topchef_worker import JobStatus, Service, TopChefClient
 from topchef_worker.exceptions import ServerError, TransportError
-from topchef_worker.testing import ManualClock, TopChefServer
+from topchef_worker.testing import CostModel, ManualClock, TopChefServer
 
 
 def _server_threads() -> set[threading.Thread]:
@@ -227,3 +227,41 @@ def test_chunked_request_bodies(server: TopChefServer, adder: Service) -> None:
     )
     assert 201 == response.status_code
     assert "chunked" == server.requests[-1].headers["transfer-encoding"]
+
+
+def test_the_cost_model_follows_the_real_servers_measurements() -> None:
+    """A poll costs 2.5 ms plus about 22.6 us a job of history (25 ms at 1,000 jobs,
+    228 ms at 10,000), /queue the same, a detail 60 ms at 1,000; writes nothing."""
+    model = CostModel()
+    sid = "0b5c8c1e-3f5a-4c2e-9d7e-2a1b3c4d5e6f"
+
+    def cost(method: str, path: str, jobs: int = 1000) -> float:
+        return round(model.seconds(method, path, lambda s: {sid: jobs}.get(s, 0)), 4)
+
+    assert (0.0251, 0.0251, 0.2285, 0.06, 0.0, 0.0) == (
+        cost("GET", f"/services/{sid}/jobs/next"),
+        cost("GET", f"/services/{sid}/queue"),
+        cost("GET", f"/services/{sid}/jobs/next", 10_000),
+        cost("GET", f"/services/{sid}"),
+        cost("PATCH", f"/services/{sid}"),
+        cost("GET", "/jobs/" + sid),
+    )
+
+
+def test_a_server_with_the_cost_model_spends_it_per_request() -> None:
+    """With cost=, each poll is delayed by the model's time for that service's
+    history, spent through the injected sleep; without it, nothing is."""
+    slept: list[float] = []
+    with (
+        TopChefServer(cost=CostModel(), sleep=slept.append) as server,
+        TopChefClient(server.url, retry=None) as client,
+    ):
+        sid = client.create_service(
+            name="s", description="d", job_registration_schema={}, job_result_schema={}
+        ).id
+        for _ in range(100):
+            client.submit_job(sid, {})
+        slept.clear()
+        client.next_job(sid)
+        client.queue(sid)
+    assert [round(0.0025 + 0.0000226 * 100, 6)] * 2 == [round(s, 6) for s in slept]

@@ -52,11 +52,13 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     ) from error
 
 from ._clock import ManualClock
+from ._cost import CostModel
 from ._faults import Action, Fault, Faults
 from ._server import LoggedRequest, TopChefServer
 
 __all__ = [
     "Action",
+    "CostModel",
     "Fault",
     "Faults",
     "LoggedRequest",

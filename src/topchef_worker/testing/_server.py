@@ -22,7 +22,10 @@ from urllib.parse import unquote
 
 import attrs
 
+from topchef_worker._ids import parse_id
+
 from ._app import AppRequest, AppResponse, Clock, TopChefApp
+from ._cost import CostModel
 from ._faults import Action, Faults
 
 __all__ = ["LoggedRequest", "TopChefServer"]
@@ -59,6 +62,9 @@ class TopChefServer:
         clock: Returns the current time as an aware UTC datetime; see
             :class:`ManualClock`.
         log_size: How many requests :attr:`requests` keeps (the newest); None for all.
+        cost: Make requests take as long as on the real server (see
+            :class:`CostModel`), for benchmarks; off by default.
+        sleep: How latency and cost are spent (tests record them instead).
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`::
 
@@ -73,8 +79,11 @@ class TopChefServer:
         port: int = 0,
         clock: Clock | None = None,
         log_size: int | None = 10_000,
+        cost: CostModel | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.host = host
+        self.cost = cost
         self._port = port
         self.app = TopChefApp(clock)
         self.faults = Faults()
@@ -83,7 +92,7 @@ class TopChefServer:
         self._log: deque[LoggedRequest] = deque(maxlen=log_size)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._sleep: Callable[[float], None] = time.sleep
+        self._sleep = sleep
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -176,10 +185,17 @@ class TopChefServer:
         with self._lock:
             self._log.clear()
 
+    def _history(self, service_id: str) -> int:
+        """How many jobs a service ever had (0 for an unknown one)."""
+        service = self.app.services.get(parse_id(service_id) or "")
+        return 0 if service is None else len(service.jobs)
+
     def process(self, request: AppRequest, query: str, host: str) -> AppResponse | None:
         """Handle one request under the server lock; None means drop the connection."""
         with self._lock:
             delay, fault = self.faults.take(request.method, request.path)
+            if self.cost is not None:
+                delay += self.cost.seconds(request.method, request.path, self._history)
             if delay:
                 self._sleep(delay)
             response: AppResponse | None = None
