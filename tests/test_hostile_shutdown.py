@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -584,6 +585,27 @@ def test_stop_from_atexit_while_a_job_runs(
 
     assert 0 == code
     assert [] == working(client, adder.id)
+    assert {JobStatus.REGISTERED, JobStatus.COMPLETED} >= {client.job(j.id).status for j in jobs}
+
+
+def test_pools_refusing_work_at_interpreter_exit_make_no_claim_loop(
+    client: TopChefClient, server: TopChefServer, adder: Service, scripts: list[Script]
+) -> None:
+    """While the interpreter exits (every pool refuses work) before the atexit
+    stop(), the worker claims nothing more: a job left in the queue is claimed at most
+    once, and no job is left WORKING."""
+    jobs = [client.submit_job(adder.id, {"a": i, "b": 1}) for i in range(3)]
+    script = Script("atexit_worker.py", server.url, adder.id, "default-pool")
+    scripts.append(script)
+    script.wait_for_output("returning")
+
+    code = script.finish(timeout=5 + MARGIN + 10)
+
+    claims = Counter(
+        r.path for r in server.requests if r.method == "PATCH" and b"WORKING" in r.body
+    )
+    assert (0, []) == (code, working(client, adder.id))
+    assert all(count <= 2 for count in claims.values()), claims
     assert {JobStatus.REGISTERED, JobStatus.COMPLETED} >= {client.job(j.id).status for j in jobs}
 
 
