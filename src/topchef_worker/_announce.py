@@ -11,6 +11,7 @@ import logging
 import time
 
 from ._context import Context
+from ._logging import job_extra
 from ._models import JobStatus
 from .events import Event, JobCompleted, JobFailed, JobRequeued
 
@@ -38,7 +39,7 @@ def announce_delivered(
     """A job's outcome landed: COMPLETED, ERROR, or back to REGISTERED."""
     now = time.time()
     event: Event
-    extra = {"job_id": job_id, "service_id": service_id}
+    extra = job_extra(job_id, service_id)
     if status is JobStatus.COMPLETED:
         event = JobCompleted(time=now, job_id=job_id, service_id=service_id, duration=duration)
     elif status is JobStatus.ERROR:
@@ -80,5 +81,5 @@ def announce_lost(ctx: Context, job_id: str, service_id: str, *, duration: float
         job_id,
         service_id,
         why,
-        extra={"job_id": job_id, "service_id": service_id},
+        extra=job_extra(job_id, service_id),
     )

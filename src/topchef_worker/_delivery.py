@@ -30,6 +30,7 @@ from ._announce import announce_delivered, announce_lost
 from ._context import Context
 from ._jobrun import JobRun, Kind
 from ._ledger import LedgerError, Outcome
+from ._logging import job_extra
 from ._models import JobStatus
 from ._policy import Report, error_reports, success_reports
 from ._scheduler import Timer
@@ -74,6 +75,10 @@ class _Pending:
     tasks: int = 0  # tasks under way for it
 
     @property
+    def extra(self) -> dict[str, str]:
+        return job_extra(self.job_id, self.service_id)
+
+    @property
     def outcome(self) -> Outcome:
         report = self.reports[0]
         return Outcome(
@@ -89,10 +94,6 @@ def describe(error: BaseException) -> str:
     if isinstance(error, TopChefError):
         return str(error)
     return f"{type(error).__name__}: {error}"
-
-
-def _extra(job_id: str, service_id: str) -> dict[str, str]:
-    return {"job_id": job_id, "service_id": service_id}
 
 
 class Delivery:
@@ -218,7 +219,7 @@ class Delivery:
             pending.job_id,
             pending.service_id,
             describe(error),
-            extra=_extra(pending.job_id, pending.service_id),
+            extra=pending.extra,
             exc_info=None if isinstance(error, TopChefError) else error,
         )
         reports, notes = error_reports(
@@ -227,9 +228,7 @@ class Delivery:
             check=svc.check_results if svc is not None else None,
         )
         for note in notes:
-            _log.warning(
-                "job %s: %s", pending.job_id, note, extra=_extra(pending.job_id, pending.service_id)
-            )
+            _log.warning("job %s: %s", pending.job_id, note, extra=pending.extra)
         pending.reports = list(reports)
 
     # -- one try ----------------------------------------------------------------------
@@ -277,15 +276,16 @@ class Delivery:
                 "job %s is %s already; the outcome an earlier run left for it is dropped",
                 pending.job_id,
                 status,
-                extra=_extra(pending.job_id, pending.service_id),
+                extra=pending.extra,
             )
         return False
 
-    def _forget(self, pending: _Pending) -> None:
-        """Remove a settled outcome from the journal and the outbox."""
+    def _forget(self, pending: _Pending, *, journal: bool = True) -> None:
+        """Remove a settled outcome from the outbox and (if *journal*) the journal;
+        a job given up on stays journaled, for the next start to settle."""
         ctx = self._ctx
         try:
-            if ctx.journal is not None:
+            if journal and ctx.journal is not None:
                 ctx.journal.done(pending.job_id)
             if ctx.outbox is not None and pending.owed:
                 ctx.outbox.discard(pending.job_id)
@@ -294,12 +294,12 @@ class Delivery:
                 "job %s: %s",
                 pending.job_id,
                 error,
-                extra=_extra(pending.job_id, pending.service_id),
+                extra=pending.extra,
             )
 
     def _refused(self, pending: _Pending, error: TopChefError) -> None:
         report = pending.reports[0]
-        extra = _extra(pending.job_id, pending.service_id)
+        extra = pending.extra
         if is_transient(error) and not self._server_cannot(pending, error):
             self._retry_later(pending, error)
             return
@@ -347,7 +347,7 @@ class Delivery:
 
     def _retry_later(self, pending: _Pending, error: TopChefError) -> None:
         ctx = self._ctx
-        extra = _extra(pending.job_id, pending.service_id)
+        extra = pending.extra
         with ctx.cond:
             if pending.done:
                 return  # abandoned by stop() meanwhile, and kept
@@ -386,7 +386,7 @@ class Delivery:
                 "job %s: could not keep its outcome in the outbox: %s",
                 pending.job_id,
                 error,
-                extra=_extra(pending.job_id, pending.service_id),
+                extra=pending.extra,
             )
 
     # -- ends -------------------------------------------------------------------------
@@ -415,12 +415,8 @@ class Delivery:
         ctx = self._ctx
         if not self._close(pending):
             return
-        if pending.owed and ctx.outbox is not None:
-            try:
-                ctx.outbox.discard(pending.job_id)
-            except LedgerError as error:
-                _log.error("job %s: %s", pending.job_id, error)
-            pending.owed = False
+        self._forget(pending, journal=False)
+        pending.owed = False
         run = pending.run
         with ctx.cond:
             announce_lost(

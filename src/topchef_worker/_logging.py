@@ -8,10 +8,15 @@ import sys
 from datetime import UTC, datetime
 from typing import IO
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "configure_logging", "job_extra"]
 
 #: Fields of job-related records that the JSON format lifts out of the message.
 FIELDS = ("service_id", "job_id", "status", "duration")
+
+
+def job_extra(job_id: str, service_id: str) -> dict[str, str]:
+    """The ``extra`` of a log record about one job, for the JSON format's fields."""
+    return {"job_id": job_id, "service_id": service_id}
 
 
 class JsonFormatter(logging.Formatter):

@@ -26,6 +26,7 @@ from ._capacity import Capacity, Slot
 from ._context import Context
 from ._jobrun import Decision, JobRun
 from ._ledger import LedgerError
+from ._logging import job_extra
 from ._models import Job, JobStatus
 from ._policy import poll_delay
 from ._pools import JobPool
@@ -298,7 +299,7 @@ class Polling:
         have been applied but was not confirmed (it must be put back), or
         (None, None) when it surely was not."""
         ctx = self._ctx
-        extra = {"job_id": job.id, "service_id": svc.id}
+        extra = job_extra(job.id, svc.id)
         if ctx.journal is not None:
             try:
                 ctx.journal.claimed(job.id, svc.id)  # before: a crash may follow
@@ -360,7 +361,7 @@ class Polling:
                 attempt,
                 delay,
                 error,
-                extra={"job_id": job_id, "service_id": service_id},
+                extra=job_extra(job_id, service_id),
             )
 
         return note
@@ -400,7 +401,7 @@ class Polling:
                 summary.id,
                 svc.id,
                 client.max_response_bytes,
-                extra={"job_id": summary.id, "service_id": svc.id},
+                extra=job_extra(summary.id, svc.id),
             )
             return
 

@@ -19,6 +19,7 @@ from ._context import Context
 from ._delivery import Delivery
 from ._execution import call_handler
 from ._jobrun import Decision, JobRun, Phase
+from ._logging import job_extra
 from ._pools import JobPool, PoolUnavailableError
 from ._scheduler import Timer
 from .events import JobStarted
@@ -119,7 +120,9 @@ class Runs:
         except PoolUnavailableError as error:
             with ctx.cond:
                 run.call_ended = True
-            _log.error("could not start job %s: %s", job.id, error, extra=_extra(run))
+            _log.error(
+                "could not start job %s: %s", job.id, error, extra=job_extra(run.id, run.service.id)
+            )
             self.decide(run, Decision.requeue(f"the job pool refused it ({error})", started=False))
             return
         with ctx.cond:
@@ -130,7 +133,9 @@ class Runs:
             if svc.spec.timeout is not None:
                 run.deadline = Timer(f"deadline of job {job.id}", lambda: self._expire(run))
                 ctx.scheduler.arm(run.deadline, svc.spec.timeout)
-        _log.debug("job %s of service %s started", job.id, svc.id, extra=_extra(run))
+        _log.debug(
+            "job %s of service %s started", job.id, svc.id, extra=job_extra(run.id, run.service.id)
+        )
         future.add_done_callback(lambda done: self._ended(run, done))
 
     def _ended(self, run: JobRun, future: Future[Any]) -> None:
@@ -147,7 +152,7 @@ class Runs:
                 _log.info(
                     "job %s finished after its outcome was decided; result discarded",
                     run.id,
-                    extra=_extra(run),
+                    extra=job_extra(run.id, run.service.id),
                 )
                 return
         if future.cancelled():
@@ -256,7 +261,3 @@ class Runs:
         """Ids of the jobs held whose outcome is not settled."""
         with self._ctx.cond:
             return list(self._runs)
-
-
-def _extra(run: JobRun) -> dict[str, str]:
-    return {"job_id": run.id, "service_id": run.service.id}
