@@ -33,11 +33,6 @@ class Slot:
         self._holds_service = True
         self._overrun = False
 
-    @property
-    def held(self) -> bool:
-        """Whether any part of the slot is still taken."""
-        return self._holds_global or self._holds_service
-
     def release_global(self, *, overrun: bool = False) -> None:
         """Give back the share of ``max_jobs``; *overrun*: the call runs on."""
         if self._holds_global:
@@ -77,18 +72,9 @@ class Capacity:
         self._on_release = on_release
 
     @property
-    def used(self) -> int:
-        """Slots whose share of ``max_jobs`` is taken."""
-        return self._used
-
-    @property
     def overloaded(self) -> bool:
         """Too many calls run past their timeout: claim nothing until they end."""
         return self.overruns > 0 and self.overruns >= self.max_overrun
-
-    def in_use(self, service_id: str) -> int:
-        """Slots of one service whose call may still run."""
-        return self._per_service[service_id]
 
     def has_room(self, service_id: str | None = None) -> bool:
         """Whether a slot (for *service_id*, if given) can be reserved now."""

@@ -256,8 +256,3 @@ class Runs:
                     "it was still running when the worker's stop timeout expired", started=True
                 ),
             )
-
-    def unsettled(self) -> list[str]:
-        """Ids of the jobs held whose outcome is not settled."""
-        with self._ctx.cond:
-            return list(self._runs)
