@@ -32,6 +32,7 @@ def fast_worker(server: TopChefServer, **kwargs: Any) -> Worker:
     """A worker with short poll intervals, so tests do not wait on backoff."""
     kwargs.setdefault("poll_interval", 0.05)
     kwargs.setdefault("min_poll_interval", 0.005)
+    kwargs.setdefault("lease_settle", 0.1)
     return Worker(server.url, **kwargs)
 
 
@@ -44,7 +45,12 @@ def statuses(client: TopChefClient, service_id: str) -> Counter[str]:
 
 
 def heartbeats(log: list[LoggedRequest], service_id: str) -> int:
-    return sum(1 for r in log if r.method == "PATCH" and r.path == f"/services/{service_id}")
+    """Bare check-ins (a PATCH with a body writes the lease, or releases it)."""
+    return sum(
+        1
+        for r in log
+        if r.method == "PATCH" and r.path == f"/services/{service_id}" and not r.body
+    )
 
 
 class Gate:

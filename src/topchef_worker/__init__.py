@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from ._client import DEFAULT_TIMEOUT, TopChefClient
+from ._lease import ServiceRole
 from ._models import ErrorEntry, Job, JobStatus, JobSummary, Service, ServiceSummary
 from ._retry import RetryPolicy
 from ._stats import Health, ServiceHealth, WorkerState, WorkerStats
@@ -27,6 +28,7 @@ __all__ = [
     "RetryPolicy",
     "Service",
     "ServiceHealth",
+    "ServiceRole",
     "ServiceSummary",
     "TopChefClient",
     "TopChefError",

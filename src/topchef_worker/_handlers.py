@@ -104,6 +104,7 @@ class HandlerSpec:
     error_results: ErrorResults | None = None
     pass_job: bool = False
     on_orphan: str = "requeue"
+    exclusive: bool | None = None  # None: the worker's setting
 
     @property
     def label(self) -> str:
@@ -128,6 +129,7 @@ class HandlerSpec:
         timeout: float | timedelta | None,
         error_results: ErrorResults | None,
         on_orphan: str = "requeue",
+        exclusive: bool | None = None,
     ) -> HandlerSpec:
         """Check every option and build the registration, or fail naming the problem."""
         pass_job = accepts_job(fn)
@@ -140,6 +142,8 @@ class HandlerSpec:
         job_timeout = positive_seconds(timeout, "timeout")
         if on_orphan not in ("requeue", "error"):
             raise ConfigurationError(f'on_orphan must be "requeue" or "error", got {on_orphan!r}')
+        if exclusive is not None and not isinstance(exclusive, bool):
+            raise ConfigurationError(f"exclusive must be True or False, got {exclusive!r:.60}")
         spec_fields = {
             "name": name,
             "description": description,
@@ -166,6 +170,7 @@ class HandlerSpec:
                 error_results=error_results,
                 pass_job=pass_job,
                 on_orphan=on_orphan,
+                exclusive=exclusive,
             )
         missing = [key for key, value in spec_fields.items() if value is None]
         if missing:
@@ -205,6 +210,7 @@ class HandlerSpec:
             error_results=error_results,
             pass_job=pass_job,
             on_orphan=on_orphan,
+            exclusive=exclusive,
         )
 
 

@@ -33,8 +33,8 @@ __all__ = ["ACTIVE", "HealthMonitor"]
 
 _log = logging.getLogger("topchef_worker")
 
-#: States in which the worker runs jobs.
-ACTIVE = (WorkerState.RUNNING, WorkerState.DEGRADED)
+#: States in which the worker runs (or, as a standby, is ready to run) jobs.
+ACTIVE = (WorkerState.RUNNING, WorkerState.STANDBY, WorkerState.DEGRADED)
 
 
 class HealthMonitor:
@@ -53,6 +53,7 @@ class HealthMonitor:
         self._failing_services: dict[str, str] = {}  # source -> its service id
         self.answers = 0  # successful exchanges with the server, for delivery
         self._conditions: dict[str, str] = {}  # other reasons to be DEGRADED
+        self._standby = False  # every service is served by another worker
 
     def set_state(self, state: WorkerState) -> None:
         """Move to *state* and tell listeners."""
@@ -97,6 +98,13 @@ class HealthMonitor:
             if changed:
                 self._update()
 
+    def standing_by(self, standby: bool) -> None:
+        """Say whether every service is served by another worker (STANDBY)."""
+        with self._cond:
+            if standby != self._standby:
+                self._standby = standby
+                self._update()
+
     def reasons(self) -> list[str]:
         """Why the worker is DEGRADED (empty when it is not)."""
         with self._cond:
@@ -110,14 +118,20 @@ class HealthMonitor:
         if self.state not in ACTIVE:
             return
         reasons = self.reasons()
-        state = WorkerState.DEGRADED if reasons else WorkerState.RUNNING
+        if reasons:
+            state = WorkerState.DEGRADED
+        else:
+            state = WorkerState.STANDBY if self._standby else WorkerState.RUNNING
         if state is self.state:
             return
+        old = self.state
         self.set_state(state)
-        if state is WorkerState.RUNNING:
-            _log.info("worker RUNNING again: the server answers and jobs can run")
-        else:
+        if state is WorkerState.DEGRADED:
             _log.warning("worker DEGRADED: %s", "; ".join(reasons))
+        elif state is WorkerState.STANDBY:
+            _log.info("worker STANDBY: every service is served by another worker")
+        elif old is WorkerState.DEGRADED:
+            _log.info("worker RUNNING again: the server answers and jobs can run")
 
     def report(
         self,
@@ -135,7 +149,7 @@ class HealthMonitor:
         """
         with self._cond:
             reasons = []
-            if self.state is not WorkerState.RUNNING:
+            if self.state not in (WorkerState.RUNNING, WorkerState.STANDBY):
                 reasons.append(f"worker is {self.state.value}")
             reasons += self.reasons() + problems
             return Health(

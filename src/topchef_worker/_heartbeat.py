@@ -7,12 +7,18 @@ waits behind slow polls or deliveries.  Whatever the check-in's outcome, the nex
 one is scheduled (in the task's cleanup, so even an unexpected error cannot end a
 service's heartbeats): a regular period after a success, a retry wait after a
 failure, never later than the period.
+
+Only services this worker serves check in (see :mod:`._standby`): a standby's
+check-in would keep a dead holder's lease alive.  For an exclusive service each
+check-in is followed by a read of the lease; another holder's marker, or two thirds
+of the timeout without a check-in, steps the service down.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ._context import Context
@@ -33,13 +39,24 @@ class Heartbeats:
         self._ctx = ctx
         self._services = services
         self._running = True
+        #: Called (lock not held) when a service's lease is found lost or lapsed.
+        self.on_lost: Callable[..., None] = lambda svc, reason, lapsed=False: None
         for svc in services:
             svc.heartbeat_timer.action = lambda svc=svc: self._due(svc)  # type: ignore[misc]
 
-    def begin(self) -> None:
-        """Send the first check-ins now."""
-        for svc in self._services:
-            self._ctx.scheduler.arm(svc.heartbeat_timer)
+    def serve(self, svc: ServiceRun) -> None:
+        """Check in for *svc* from now on (lock held): the first one a period after
+        the last (a lease's write was one), or now."""
+        if not self._running:
+            return
+        delay = 0.0
+        if svc.lease is not None and svc.lease.renewed_at is not None:
+            delay = max(0.0, svc.lease.renewed_at + svc.interval - self._ctx.clock())
+        self._ctx.scheduler.rearm(svc.heartbeat_timer, delay)
+
+    def pause(self, svc: ServiceRun) -> None:
+        """Send no more check-ins for *svc* (lock held)."""
+        self._ctx.scheduler.cancel(svc.heartbeat_timer)
 
     def end(self) -> None:
         """Send no more check-ins."""
@@ -50,7 +67,7 @@ class Heartbeats:
 
     def _due(self, svc: ServiceRun) -> None:
         """The timer fell due (scheduler thread, lock held)."""
-        if not self._running:
+        if not self._running or not svc.serving:
             return
         self._ctx.launcher.launch(
             self._ctx.heartbeat_pool,
@@ -62,8 +79,12 @@ class Heartbeats:
     def _beat(self, svc: ServiceRun) -> None:
         ctx = self._ctx
         sent_at = ctx.clock()
+        lost: str | None = None
         try:
-            ctx.requests.check_in(svc.id)
+            if svc.lease is None:
+                ctx.requests.check_in(svc.id)
+            else:
+                lost = svc.lease.renew(ctx.requests)
         except TopChefError as error:
             with ctx.cond:
                 svc.heartbeat_failures += 1
@@ -74,6 +95,12 @@ class Heartbeats:
                 # Retried with backoff, but never later than the regular period.
                 delay = ctx.settings.retry.wait(svc.heartbeat_failures, error, ctx.rand())
                 ctx.scheduler.rearm(svc.heartbeat_timer, min(delay, svc.interval))
+                lease = svc.lease
+                lapsed = (
+                    lease is not None
+                    and lease.renewed_at is not None
+                    and not lease.claimable(ctx.clock())
+                )
             _log.log(
                 logging.WARNING if first else logging.DEBUG,
                 "heartbeat for service %s failed: %s",
@@ -81,6 +108,16 @@ class Heartbeats:
                 error,
                 extra={"service_id": svc.id},
             )
+            if lapsed:
+                self.on_lost(
+                    svc,
+                    "no check-in for two thirds of the service's timeout: another worker "
+                    "may take over; taking the lease back when the server answers",
+                    lapsed=True,
+                )
+            return
+        if lost is not None:
+            self.on_lost(svc, lost)
             return
         with ctx.cond:
             ctx.health.answered(f"heartbeats of service {svc.id}")
@@ -95,5 +132,5 @@ class Heartbeats:
     def _next(self, svc: ServiceRun) -> None:
         """After any outcome, make sure the next check-in is scheduled."""
         with self._ctx.cond:
-            if self._running and svc.heartbeat_timer.due is None:
+            if self._running and svc.serving and svc.heartbeat_timer.due is None:
                 self._ctx.scheduler.arm(svc.heartbeat_timer, svc.interval)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from ._lease import ServiceRole
 from ._stats import WorkerState
 from ._worker import Worker
 from .events import (
@@ -30,6 +31,7 @@ from .events import (
     JobFailed,
     JobRequeued,
     PollFailed,
+    RoleChanged,
 )
 
 __all__ = ["MonitoringServer", "PrometheusMetrics"]
@@ -91,6 +93,12 @@ class PrometheusMetrics:
         )
         for value in WorkerState:
             state.labels(value.value).set_function(_is_state(worker, value))
+        self.role = prometheus.Gauge(
+            "topchef_worker_service_role",
+            "1 for each service's role: active, standby (another worker serves it) or shared.",
+            ["service_id", "role"],
+            registry=r,
+        )
         worker.add_listener(self.observe)
 
     def observe(self, event: Event) -> None:
@@ -110,6 +118,11 @@ class PrometheusMetrics:
             self.poll_errors.labels(event.service_id).inc()
         elif isinstance(event, HeartbeatFailed):
             self.heartbeat_errors.labels(event.service_id).inc()
+        elif isinstance(event, RoleChanged):
+            for role in ServiceRole:
+                self.role.labels(event.service_id, role.value).set(
+                    1.0 if role is event.role else 0.0
+                )
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

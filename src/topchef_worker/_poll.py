@@ -74,10 +74,16 @@ class Polling:
         for svc in services:
             svc.poll_timer.action = lambda svc=svc: self._due(svc)  # type: ignore[misc]
 
-    def begin(self) -> None:
-        """Poll every service now."""
-        for svc in self._services:
-            self._ctx.scheduler.arm(svc.poll_timer)
+    def serve(self, svc: ServiceRun) -> None:
+        """Poll *svc* from now on (lock held)."""
+        if self._running:
+            self._ctx.scheduler.rearm(svc.poll_timer, 0.0)
+
+    def pause(self, svc: ServiceRun) -> None:
+        """Poll *svc* no more (lock held); a poll in flight claims nothing more."""
+        self._ctx.scheduler.cancel(svc.poll_timer)
+        self._waiting.pop(svc.id, None)
+        svc.waiting_for_slot = False
 
     def end(self) -> None:
         """Poll no more."""
@@ -116,6 +122,12 @@ class Polling:
             return
         if self._pool.unusable is not None:
             return  # the pool cannot run jobs: claim nothing (said once, loudly)
+        if not svc.serving:
+            return  # a standby: serve() polls again
+        if svc.lease is not None and not svc.lease.claimable(ctx.clock()):
+            # Not checked in lately: another worker may take over soon.
+            ctx.scheduler.rearm(svc.poll_timer, ctx.settings.poll_interval)
+            return
         # A busy queue (the last poll claimed a job): as many slots as the service
         # has room for, up to what one /queue answer names.  Otherwise one, for the
         # cheaper jobs/next, and so that idle services and those waiting for a slot
@@ -153,7 +165,7 @@ class Polling:
         try:
             found = self._read(svc, len(held))
             for job in found:
-                if ctx.stopping.is_set():
+                if ctx.stopping.is_set() or not svc.serving:
                     break
                 claimed += self._take(svc, job, held)
         except ResponseTooLargeError as error:
@@ -223,6 +235,8 @@ class Polling:
         and names up to ten jobs, so that a busy queue takes a fraction of a poll a
         job.  A job this worker holds, or settled after the read was sent, is left.
         """
+        if svc.lease is None:
+            return self._read_shared(svc, slots)
         client, runs = self._ctx.client, self._runs
         asked_at = self._ctx.clock()
         if slots == 1:
@@ -233,7 +247,17 @@ class Polling:
                 return [job]
             head = self._first_not_held(svc)
             return [] if head is None else [head]
-        return [job for job in client.queue(svc.id) if not runs.stale(job.id, asked_at)][:slots]
+        jobs = [job for job in client.queue(svc.id) if not runs.stale(job.id, asked_at)]
+        return jobs[:slots]
+
+    def _read_shared(self, svc: ServiceRun, slots: int) -> list[Job]:
+        """A random pick of the head of the queue: other workers read the same head
+        at the same time, and taking the oldest would claim the same jobs."""
+        asked_at = self._ctx.clock()
+        jobs = [
+            job for job in self._ctx.client.queue(svc.id) if not self._runs.stale(job.id, asked_at)
+        ]
+        return sorted(jobs, key=lambda _: self._ctx.rand())[:slots]
 
     def _take(self, svc: ServiceRun, job: Job, held: list[Slot | None]) -> int:
         """Claim *job* with one of the *held* slots and start it; 1 if claimed."""
@@ -281,7 +305,12 @@ class Polling:
                 if slot is not None:
                     slot.release()
             held[:] = [None]
-            if self._running and svc.poll_timer.due is None and not svc.waiting_for_slot:
+            if (
+                self._running
+                and svc.serving
+                and svc.poll_timer.due is None
+                and not svc.waiting_for_slot
+            ):
                 self._ctx.scheduler.arm(svc.poll_timer, self._ctx.settings.poll_interval)
 
     def _first_not_held(self, svc: ServiceRun) -> Job | None:

@@ -4,7 +4,8 @@
 It only wires the parts (the scheduler, the heartbeat and poll tasks, the job pool,
 the job runs and their delivery) and runs the stop sequence:
 
-1. stop claiming; with ``cancel=True`` put the jobs not started back at once;
+1. stop claiming, and release the leases held (see :mod:`._standby`); with
+   ``cancel=True`` put the jobs not started back at once;
 2. let running jobs finish and their outcomes be delivered, until the timeout;
 3. at the timeout, put back every job not finished, give owed outcomes one last
    quick try, and within :data:`~topchef_worker._settings.STOP_MARGIN` keep what is
@@ -27,6 +28,7 @@ from ._delivery import Delivery
 from ._handlers import HandlerSpec
 from ._health import ACTIVE
 from ._heartbeat import Heartbeats
+from ._lease import Identity, Lease, ServiceRole
 from ._ledger import Outcome
 from ._models import Service
 from ._poll import Polling
@@ -36,6 +38,7 @@ from ._runs import Runs
 from ._scheduler import Timer
 from ._services import ServiceRun
 from ._settings import STOP_MARGIN
+from ._standby import Standby
 from ._stats import Health, ServiceHealth, WorkerState, WorkerStats
 
 __all__ = ["Runtime", "stats_without_runtime"]
@@ -57,9 +60,20 @@ class Runtime:
     ) -> None:
         self.ctx = ctx
         settings = ctx.settings
+        identity = Identity.of_process(settings.journal)
         self.services = [
             _service_run(spec, service, settings.heartbeat_interval) for spec, service in resolved
         ]
+        for svc in self.services:
+            exclusive = svc.spec.exclusive if svc.spec.exclusive is not None else settings.exclusive
+            if exclusive:
+                svc.lease = Lease(
+                    svc.id,
+                    identity,
+                    ctx.clock,
+                    svc.service.timeout,
+                    settle=settings.lease_settle,
+                )
         self.capacity = Capacity(
             settings.max_jobs,
             settings.overrun_limit,
@@ -79,6 +93,7 @@ class Runtime:
         self.runs = Runs(ctx, self.capacity, self.pool)
         self.heartbeats = Heartbeats(ctx, self.services)
         self.polling = Polling(ctx, self.services, self.capacity, self.pool, self.runs, on_idle)
+        self.standby = Standby(ctx, self.services, self.heartbeats, self.polling, self.runs)
 
     @property
     def delivery(self) -> Delivery:
@@ -89,9 +104,9 @@ class Runtime:
         an earlier run *left* (its outbox and journal)."""
         self.pool.open()
         self.ctx.scheduler.start()
-        self.heartbeats.begin()
-        self.polling.begin()
         outcomes, claims = left
+        with self.ctx.cond:
+            claims = self.standby.begin(claims)
         recover(
             self.delivery,
             outbox=outcomes,
@@ -102,7 +117,10 @@ class Runtime:
             "worker started on %s: %d service(s) (%s), max_jobs=%d",
             self.ctx.settings.url,
             len(self.services),
-            ", ".join(f"{svc.service.name!r} {svc.id}" for svc in self.services),
+            ", ".join(
+                f"{svc.service.name!r} {svc.id}{'' if svc.lease else ' (shared)'}"
+                for svc in self.services
+            ),
             self.ctx.settings.max_jobs,
         )
 
@@ -133,6 +151,7 @@ class Runtime:
             last_heartbeat={svc.id: svc.last_heartbeat for svc in self.services},
             overrun=self.runs.overrun,
             owed=self.delivery.owed,
+            roles={svc.id: svc.role for svc in self.services},
         )
 
     def health(self, now: float, problems: list[str]) -> Health:
@@ -164,6 +183,10 @@ class Runtime:
                     in_flight=self.runs.per_service(svc.id),
                 )
                 reports.append(report)
+                if svc.role is ServiceRole.STANDBY:
+                    if not report.healthy:
+                        reasons.append(f"service {svc.id}: its lease could not be read lately")
+                    continue
                 if (
                     report.last_heartbeat_age is None
                     or report.last_heartbeat_age >= svc.service.timeout
@@ -184,6 +207,7 @@ class Runtime:
         a later ``stop()`` call (or a second signal) may hurry it."""
         ctx = self.ctx
         self.polling.end()
+        self.standby.end()  # a standby elsewhere takes over while running jobs finish
         if cancel():
             self.runs.requeue_unstarted()
         drained = self._wait(self.settled, deadline, cancel)
@@ -287,6 +311,7 @@ def _service_run(
         check_results=_schemas.checker(service.job_result_schema),
         heartbeat_timer=Timer(f"heartbeat of service {service.id}", lambda: None),
         poll_timer=Timer(f"poll of service {service.id}", lambda: None),
+        lease_timer=Timer(f"lease of service {service.id}", lambda: None),
     )
 
 
@@ -298,6 +323,7 @@ def stats_without_runtime(
     last_heartbeat: dict[str, datetime | None] | None = None,
     overrun: int = 0,
     owed: int = 0,
+    roles: dict[str, ServiceRole] | None = None,
 ) -> WorkerStats:
     """The stats from the counters (and, when running, what is in flight)."""
     return WorkerStats(
@@ -317,4 +343,5 @@ def stats_without_runtime(
         undelivered=counts["undelivered"] + owed,
         pool_rebuilds=counts["pool_rebuilds"],
         task_errors=counts["task_errors"],
+        roles=roles or {},
     )

@@ -16,6 +16,7 @@ import attrs
 from . import _schemas
 from ._client import TopChefClient
 from ._handlers import HandlerSpec
+from ._lease import Lease, ServiceRole
 from ._models import Service
 from ._scheduler import Timer
 from ._stats import ServiceHealth
@@ -36,6 +37,9 @@ class ServiceRun:
     check_results: _schemas.Check | None
     heartbeat_timer: Timer
     poll_timer: Timer
+    lease_timer: Timer
+    lease: Lease | None = None  # None: a SHARED service, served by any worker
+    last_lease_read: float | None = None  # clock time of the last successful lease step
     heartbeat_failures: int = 0
     last_beat: float | None = None  # clock time of the last successful check-in
     last_heartbeat: datetime | None = None
@@ -51,14 +55,28 @@ class ServiceRun:
     def id(self) -> str:
         return self.service.id
 
+    @property
+    def role(self) -> ServiceRole:
+        return ServiceRole.SHARED if self.lease is None else self.lease.role
+
+    @property
+    def serving(self) -> bool:
+        """Whether this worker checks in and claims for the service now."""
+        return self.lease is None or self.lease.role is ServiceRole.ACTIVE
+
     def health(
         self, now: float, *, poll_limit: float, polling_expected: bool, in_flight: int
     ) -> ServiceHealth:
         """This service's part of the health report."""
         heartbeat_age = None if self.last_beat is None else now - self.last_beat
         poll_age = None if self.last_poll is None else now - self.last_poll
-        beating = heartbeat_age is not None and heartbeat_age < self.service.timeout
-        polling = not polling_expected or (poll_age is not None and poll_age < poll_limit)
+        if self.role is ServiceRole.STANDBY:
+            # It must not check in or poll: healthy while it reads the lease.
+            read_age = None if self.last_lease_read is None else now - self.last_lease_read
+            beating = polling = read_age is not None and read_age < poll_limit
+        else:
+            beating = heartbeat_age is not None and heartbeat_age < self.service.timeout
+            polling = not polling_expected or (poll_age is not None and poll_age < poll_limit)
         return ServiceHealth(
             service_id=self.id,
             name=self.service.name,
@@ -66,6 +84,7 @@ class ServiceRun:
             last_heartbeat_age=heartbeat_age,
             last_poll_age=poll_age,
             in_flight=in_flight,
+            role=self.role,
             healthy=beating and polling,
         )
 
@@ -99,5 +118,25 @@ def resolve(client: TopChefClient, spec: HandlerSpec) -> Service:
         job_result_schema=wanted.job_result_schema,
         timeout=wanted.timeout,
     )
+    # Two workers started together may both have created it: each uses the first
+    # one the server lists, so that they meet on one service.
+    for summary in client.services():
+        if summary.id == created.id:
+            break
+        if summary.name != wanted.name:
+            continue
+        first = client.service(summary.id)
+        if (
+            first.job_registration_schema == wanted.job_registration_schema
+            and first.job_result_schema == wanted.job_result_schema
+        ):
+            _log.warning(
+                "service %r was created twice (by another worker starting at the same "
+                "time); using the first, %s, and leaving %s unused",
+                wanted.name,
+                first.id,
+                created.id,
+            )
+            return first
     _log.info("created service %r (%s)", wanted.name, created.id)
     return created

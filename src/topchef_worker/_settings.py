@@ -46,6 +46,13 @@ def _min_poll_interval(value: float | timedelta) -> float:
     return _seconds(value, "min_poll_interval")
 
 
+def _lease_settle(value: float | timedelta) -> float:
+    seconds = _seconds(value, "lease_settle")
+    if seconds <= 0:
+        raise ConfigurationError(f"lease_settle must be positive, got {value!r}")
+    return seconds
+
+
 def _path(value: str | os.PathLike[str] | None) -> Path | None:
     return None if value is None else Path(value)
 
@@ -68,6 +75,11 @@ def _fraction(instance: object, attribute: attrs.Attribute[Any], value: Any) -> 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ConfigurationError(f"{attribute.name} must be positive, got {value!r}")
+
+
+def _flag(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{attribute.name} must be True or False, got {value!r:.60}")
 
 
 def _url(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -99,6 +111,8 @@ class Settings:
     max_overrun: int | None = attrs.field(default=None, validator=_count(0))
     outbox: Path | None = attrs.field(default=None, converter=_path)
     journal: Path | None = attrs.field(default=None, converter=_path)
+    exclusive: bool = attrs.field(default=True, validator=_flag)
+    lease_settle: float = attrs.field(default=1.0, converter=_lease_settle)
 
     def __attrs_post_init__(self) -> None:
         if self.min_poll_interval > self.poll_interval:

@@ -7,12 +7,16 @@ from datetime import datetime
 
 import attrs
 
+from ._lease import ServiceRole
+
 __all__ = ["Health", "ServiceHealth", "WorkerState", "WorkerStats"]
 
 
 class WorkerState(str, enum.Enum):
     """Where a worker is in its life.
 
+    STANDBY is RUNNING while every one of its services is served by another worker
+    (see ``exclusive``): it claims nothing and takes over when that worker stops.
     DEGRADED is RUNNING with trouble: the server does not answer (the worker keeps
     retrying, and is RUNNING again as soon as it does), too many handler calls
     overran their timeout (the worker claims nothing until they end), or its job
@@ -24,6 +28,7 @@ class WorkerState(str, enum.Enum):
     NEW = "NEW"
     STARTING = "STARTING"
     RUNNING = "RUNNING"
+    STANDBY = "STANDBY"
     DEGRADED = "DEGRADED"
     STOPPING = "STOPPING"
     STOPPED = "STOPPED"
@@ -54,6 +59,8 @@ class WorkerStats:
         pool_rebuilds: Times a broken job pool was replaced.
         task_errors: Background tasks that raised (each one logged with its
             traceback).
+        roles: Per service id, whether this worker serves it (active), waits for
+            another worker that does (standby), or shares it (shared).
     """
 
     state: WorkerState
@@ -72,12 +79,14 @@ class WorkerStats:
     undelivered: int = 0
     pool_rebuilds: int = 0
     task_errors: int = 0
+    roles: dict[str, ServiceRole] = attrs.field(factory=dict, hash=False)
 
 
 @attrs.frozen(kw_only=True)
 class ServiceHealth:
-    """How one service is served: ages in seconds since the last success (None:
-    never), and its jobs in flight."""
+    """How one service is served: its ``role`` (active, standby or shared), ages in
+    seconds since the last success (None: never), and its jobs in flight.  A standby
+    is healthy while it reads the lease: it must not check in or poll."""
 
     service_id: str
     name: str
@@ -86,6 +95,7 @@ class ServiceHealth:
     last_poll_age: float | None
     in_flight: int
     healthy: bool
+    role: ServiceRole = ServiceRole.SHARED
 
 
 @attrs.frozen(kw_only=True)

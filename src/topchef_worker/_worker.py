@@ -96,6 +96,17 @@ class Worker:
         max_overrun: How many handler calls may still run after their job timed out
             before the worker stops claiming (default ``max_jobs``): threads cannot
             be killed, and this keeps them from piling up.
+        exclusive: Serve each service only while no other worker does (the
+            default): a second worker started on a service waits as a standby
+            (``WorkerState.STANDBY``) and takes over when the first stops or dies.
+            TopChef cannot stop two workers from claiming the same job, so with
+            ``False`` (for idempotent handlers only) workers share a service and
+            some jobs run more than once.  See ``docs/scaling.md``.
+        lease_settle: Seconds a worker waits between writing its claim to a
+            service's lease and reading it back, to learn whether another worker
+            starting at the same moment wrote later (and won).  Every worker of a
+            service must use the same value; a test server on the same machine
+            answers in a millisecond, and 0.1 s is plenty there.
         clock: Monotonic seconds, for scheduling.
         rand: Returns floats in [0, 1), for jitter.
     """
@@ -121,6 +132,8 @@ class Worker:
         outbox: str | os.PathLike[str] | None = None,
         journal: str | os.PathLike[str] | None = None,
         max_overrun: int | None = None,
+        exclusive: bool = True,
+        lease_settle: float | timedelta = 1.0,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] | None = None,
     ) -> None:
@@ -139,6 +152,8 @@ class Worker:
             max_overrun=max_overrun,
             outbox=outbox,
             journal=journal,
+            exclusive=exclusive,
+            lease_settle=lease_settle,
         )
         self._given_pool: Executor | None = None
         self._pool_factory: Callable[[], Executor] | None = None
@@ -221,6 +236,7 @@ class Worker:
         timeout: float | timedelta | None = None,
         error_results: ErrorResults | None = None,
         on_orphan: str = "requeue",
+        exclusive: bool | None = None,
     ) -> Callable[[_F], _F]:
         """Register the decorated function as the handler of one service.
 
@@ -246,7 +262,9 @@ class Worker:
             on_orphan: What a start with a ``journal`` does with a job an earlier,
                 crashed run claimed and left WORKING: ``"requeue"`` puts it back to
                 REGISTERED (it runs again), ``"error"`` ends it ERROR (for jobs that
-                must not run twice).
+                must not run twice).  It applies too when this worker takes over a
+                service from one that stopped checking in.
+            exclusive: Overrides the worker's ``exclusive`` for this service.
         """
         if callable(service_id):
             raise ConfigurationError(
@@ -265,6 +283,7 @@ class Worker:
             "timeout": timeout,
             "error_results": error_results,
             "on_orphan": on_orphan,
+            "exclusive": exclusive,
         }
 
         def register(fn: _F) -> _F:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 if TYPE_CHECKING:
+    from ._lease import ServiceRole
     from ._stats import WorkerState
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "JobRequeued",
     "JobStarted",
     "PollFailed",
+    "RoleChanged",
     "StateChanged",
 ]
 
@@ -104,3 +106,13 @@ class StateChanged(Event):
 
     old: WorkerState
     new: WorkerState
+
+
+@attrs.frozen(kw_only=True)
+class RoleChanged(Event):
+    """This worker became the ``role`` (active or standby) for a service, and why:
+    another worker holds it, released it or stopped checking in."""
+
+    service_id: str
+    role: ServiceRole
+    reason: str

@@ -1,0 +1,335 @@
+"""Who serves each service: this worker, or another one it stands by for.
+
+:mod:`._lease` is the protocol; this module runs it.  A service registered with
+``exclusive=True`` (the default) starts as a standby: its lease is stepped on a
+timer, one short task at a time on the heartbeat pool, and no check-in or poll is
+sent for it.  When the lease becomes this worker's, the service's heartbeats and
+polls begin, and what its earlier holder left WORKING goes back to the queue.  When
+a check-in finds another holder's marker, or the lease lapses in an outage, the
+service steps down: its polls and check-ins stop (running jobs finish) and the
+lease is watched again.  At stop, the lease is released so that a standby elsewhere
+takes over at once.
+
+A service registered with ``exclusive=False`` is SHARED: served from the start,
+with no lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from ._context import Context
+from ._delivery import Delivery
+from ._heartbeat import Heartbeats
+from ._lease import CHECK, ServiceRole
+from ._ledger import LedgerError, Outcome
+from ._models import JobStatus
+from ._poll import Polling
+from ._runs import Runs
+from ._services import ServiceRun
+from .events import RoleChanged
+from .exceptions import TopChefError
+
+__all__ = ["Standby"]
+
+_log = logging.getLogger("topchef_worker")
+
+
+class Standby:
+    """Steps the lease of every exclusive service, and turns services on and off."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        services: list[ServiceRun],
+        heartbeats: Heartbeats,
+        polling: Polling,
+        runs: Runs,
+    ) -> None:
+        self._ctx = ctx
+        self._services = services
+        self._heartbeats = heartbeats
+        self._polling = polling
+        self._runs = runs
+        self._running = True
+        self._failures: dict[str, int] = {}
+        #: Claims an earlier run journaled, per exclusive service: settled only once
+        #: this worker serves it, and only if nobody else did in between.
+        self._inherited: dict[str, dict[str, str]] = {}
+        heartbeats.on_lost = self.step_down
+        for svc in services:
+            if svc.lease is not None:
+                svc.lease_timer.action = lambda svc=svc: self._due(svc)  # type: ignore[misc]
+
+    @property
+    def _delivery(self) -> Delivery:
+        return self._runs.delivery
+
+    def begin(self, claims: dict[str, str]) -> dict[str, str]:
+        """Serve the shared services now and watch the others' leases.  Returns the
+        journaled *claims* to settle now (those of shared services)."""
+        now: dict[str, str] = {}
+        exclusive = {svc.id for svc in self._services if svc.lease is not None}
+        for job_id, service_id in claims.items():
+            if service_id in exclusive:
+                self._inherited.setdefault(service_id, {})[job_id] = service_id
+            else:
+                now[job_id] = service_id
+        with self._ctx.cond:
+            for svc in self._services:
+                if svc.lease is None:
+                    self._serve(svc)
+                else:
+                    self._ctx.scheduler.arm(svc.lease_timer)
+        return now
+
+    def end(self) -> None:
+        """Watch no more leases, and release those this worker holds (at stop), so
+        that a standby elsewhere takes over without waiting for a timeout."""
+        ctx = self._ctx
+        with ctx.cond:
+            self._running = False
+            for svc in self._services:
+                ctx.scheduler.cancel(svc.lease_timer)
+            active = [svc for svc in self._services if svc.role is ServiceRole.ACTIVE]
+        for svc in active:
+            ctx.launcher.launch(
+                ctx.heartbeat_pool, f"release of service {svc.id}", self._releaser(svc)
+            )
+
+    def _releaser(self, svc: ServiceRun) -> Callable[[], None]:
+        return lambda: self._release(svc)
+
+    # -- the lease task ---------------------------------------------------------------
+
+    def _due(self, svc: ServiceRun) -> None:
+        """The lease timer fell due (scheduler thread, lock held)."""
+        if not self._running or self._ctx.stopping.is_set():
+            return
+        self._ctx.launcher.launch(
+            self._ctx.heartbeat_pool,
+            f"lease of service {svc.id}",
+            lambda: self._step(svc),
+            cleanup=lambda: self._next(svc),
+        )
+
+    def _step(self, svc: ServiceRun) -> None:
+        ctx = self._ctx
+        lease = svc.lease
+        assert lease is not None
+        source = f"lease of service {svc.id}"
+        try:
+            delay = lease.step(ctx.requests)
+        except TopChefError as error:
+            with ctx.cond:
+                failures = self._failures[svc.id] = self._failures.get(svc.id, 0) + 1
+                ctx.health.failed(source, error, svc.id)
+                wait = ctx.settings.retry.wait(failures, error, ctx.rand())
+                ctx.scheduler.rearm(svc.lease_timer, min(wait, 5 * CHECK))
+            _log.log(
+                logging.WARNING if failures == 1 else logging.DEBUG,
+                "reading the lease of service %s failed: %s",
+                svc.id,
+                error,
+                extra={"service_id": svc.id},
+            )
+            return
+        with ctx.cond:
+            self._failures.pop(svc.id, None)
+            ctx.health.answered(source)
+            svc.last_lease_read = ctx.clock()
+            if not self._running or ctx.stopping.is_set():
+                return
+            if lease.role is ServiceRole.ACTIVE:
+                self._activated(svc)
+                return
+            if lease.holder is not None and lease.holder.id != lease.identity.id:
+                self._forget_inherited(svc, lease.holder.who)
+            self._standing_by()
+            ctx.scheduler.rearm(svc.lease_timer, delay)
+
+    def _next(self, svc: ServiceRun) -> None:
+        with self._ctx.cond:
+            if (
+                self._running
+                and svc.role is ServiceRole.STANDBY
+                and svc.lease_timer.due is None
+                and not self._ctx.stopping.is_set()
+            ):
+                self._ctx.scheduler.arm(svc.lease_timer, CHECK)
+
+    # -- turning a service on and off -------------------------------------------------
+
+    def _activated(self, svc: ServiceRun) -> None:
+        """The lease became this worker's (lock held)."""
+        lease = svc.lease
+        assert lease is not None
+        previous = lease.previous
+        if previous is None:
+            why = "the service had no holder"
+        elif previous.released:
+            why = f"{previous.who} released it"
+        elif previous.id == lease.identity.id:
+            why = "this worker held it before (its earlier run ended without releasing it)"
+        else:
+            why = f"{previous.who} stopped checking in"
+        _log.info(
+            "service %s (%r): this worker is now ACTIVE: %s",
+            svc.id,
+            svc.service.name,
+            why,
+            extra={"service_id": svc.id},
+        )
+        self._emit(svc, why)
+        self._serve(svc)
+        mine = previous is None or previous.id == lease.identity.id
+        inherited = self._inherited.pop(svc.id, {})
+        if inherited and mine:
+            self._settle_inherited(svc, inherited)
+        elif inherited:
+            self._forget(svc, inherited, previous.who if previous else "another worker")
+        if previous is not None and not previous.released:
+            skip = set(inherited)
+            self._ctx.launcher.launch(
+                self._ctx.io_pool,
+                f"taking over service {svc.id}",
+                lambda: self._take_over(svc, previous.who, skip),
+            )
+        self._standing_by()
+
+    def _serve(self, svc: ServiceRun) -> None:
+        self._heartbeats.serve(svc)
+        self._polling.serve(svc)
+
+    def step_down(self, svc: ServiceRun, reason: str, *, lapsed: bool = False) -> None:
+        """Stop serving *svc*: another holder was found (or the lease lapsed)."""
+        ctx = self._ctx
+        lease = svc.lease
+        assert lease is not None
+        with ctx.cond:
+            if lease.role is not ServiceRole.ACTIVE:
+                return
+            lease.step_down(lapsed=lapsed)
+            self._heartbeats.pause(svc)
+            self._polling.pause(svc)
+            running = self._runs.per_service(svc.id)
+            self._emit(svc, reason)
+            if self._running and not ctx.stopping.is_set():
+                ctx.scheduler.arm(svc.lease_timer, 0.0 if lapsed else CHECK)
+            self._standing_by()
+        _log.warning(
+            "service %s: this worker is now a STANDBY and claims nothing more (%s)%s",
+            svc.id,
+            reason,
+            f"; its {running} running job(s) finish here" if running else "",
+            extra={"service_id": svc.id},
+        )
+
+    def _emit(self, svc: ServiceRun, reason: str) -> None:
+        self._ctx.emit(
+            RoleChanged(time=time.time(), service_id=svc.id, role=svc.role, reason=reason)
+        )
+
+    def _standing_by(self) -> None:
+        """Tell health whether every service waits for another worker (lock held)."""
+        self._ctx.health.standing_by(
+            all(svc.role is ServiceRole.STANDBY for svc in self._services)
+            and any(svc.lease is not None and svc.lease.waits() for svc in self._services)
+        )
+
+    def _release(self, svc: ServiceRun) -> None:
+        lease = svc.lease
+        assert lease is not None
+        try:
+            lease.release(self._ctx.requests)
+        except TopChefError as error:
+            _log.warning(
+                "could not release service %s (%s): a standby takes over once it has "
+                "not checked in for its timeout",
+                svc.id,
+                error,
+                extra={"service_id": svc.id},
+            )
+            return
+        with self._ctx.cond:
+            self._heartbeats.pause(svc)  # the next holder checks in from now on
+        _log.info("released service %s for the next worker", svc.id, extra={"service_id": svc.id})
+
+    # -- what earlier holders left ----------------------------------------------------
+
+    def _take_over(self, svc: ServiceRun, holder: str, skip: set[str]) -> None:
+        """Put back the jobs a holder that is gone left WORKING: only the active
+        worker claims, so they are its, and nobody else will."""
+        jobs = [
+            summary.id
+            for summary in self._ctx.client.service(svc.id).jobs
+            if summary.status is JobStatus.WORKING
+            and summary.id not in skip
+            and not self._runs.holds(summary.id)
+        ]
+        if not jobs:
+            return
+        status = JobStatus.ERROR if svc.spec.on_orphan == "error" else JobStatus.REGISTERED
+        _log.warning(
+            "service %s: %d job(s) left WORKING by %s, which stopped checking in; %s: %s",
+            svc.id,
+            len(jobs),
+            holder,
+            "ending them ERROR (on_orphan='error')"
+            if status is JobStatus.ERROR
+            else "putting them back in the queue",
+            ", ".join(jobs),
+            extra={"service_id": svc.id},
+        )
+        for job_id in jobs:
+            self._delivery.redeliver(
+                Outcome(job_id=job_id, service_id=svc.id, status=status),
+                reason=f"left WORKING by {holder}, which stopped checking in",
+                in_outbox=False,
+            )
+
+    def _settle_inherited(self, svc: ServiceRun, claims: dict[str, str]) -> None:
+        status = JobStatus.ERROR if svc.spec.on_orphan == "error" else JobStatus.REGISTERED
+        _log.warning(
+            "service %s: %d job(s) were claimed by an earlier run that did not finish "
+            "them; settling those still WORKING: %s",
+            svc.id,
+            len(claims),
+            ", ".join(claims),
+            extra={"service_id": svc.id},
+        )
+        for job_id in claims:
+            self._delivery.redeliver(
+                Outcome(job_id=job_id, service_id=svc.id, status=status),
+                reason="claimed by an earlier run that did not finish it",
+                in_outbox=False,
+            )
+
+    def _forget_inherited(self, svc: ServiceRun, holder: str) -> None:
+        claims = self._inherited.pop(svc.id, {})
+        if claims:
+            self._forget(svc, claims, holder)
+
+    def _forget(self, svc: ServiceRun, claims: dict[str, str], holder: str) -> None:
+        """Another worker served the service since the earlier run: it put back what
+        that run left when it took over, and may be running those jobs now."""
+        _log.warning(
+            "service %s: %d job(s) claimed by an earlier run of this worker are left "
+            "alone: %s has served the service since, and put back what it found "
+            "WORKING when it took over (requeue them by hand if they are stuck): %s",
+            svc.id,
+            len(claims),
+            holder,
+            ", ".join(claims),
+            extra={"service_id": svc.id},
+        )
+        journal = self._ctx.journal
+        if journal is None:
+            return
+        for job_id in claims:
+            try:
+                journal.done(job_id)
+            except LedgerError as error:
+                _log.error("%s", error)
