@@ -47,9 +47,7 @@ def statuses(client: TopChefClient, service_id: str) -> Counter[str]:
 def heartbeats(log: list[LoggedRequest], service_id: str) -> int:
     """Bare check-ins (a PATCH with a body writes the lease, or releases it)."""
     return sum(
-        1
-        for r in log
-        if r.method == "PATCH" and r.path == f"/services/{service_id}" and not r.body
+        1 for r in log if r.method == "PATCH" and r.path == f"/services/{service_id}" and not r.body
     )
 
 

@@ -425,12 +425,17 @@ class Lease:
         self._gave_up_at = None
         self._mine = lapsed
 
-    def release(self, client: TopChefClient) -> None:
-        """Write the ``released`` marker and clear ``is_available`` (a clean stop)."""
+    def release(self, client: TopChefClient) -> bool:
+        """Write the ``released`` marker and clear ``is_available`` (a clean stop),
+        if the marker is still this worker's: a release must not undo another
+        worker's claim.  Returns whether it was written."""
         if self.role is not ServiceRole.ACTIVE:
-            return
-        self.role = ServiceRole.STANDBY
-        self._write(client, self._text, active=False)
+            return False
+        view = self._read(client, detail=False)
+        if view.marker == self.identity.marker():
+            self._write(client, view.text, active=False)
+        self.role = ServiceRole.STANDBY  # failed: still active, and checking in
+        return view.marker == self.identity.marker()
 
     # -- reads and writes -----------------------------------------------------------
 

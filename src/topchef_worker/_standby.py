@@ -243,7 +243,7 @@ class Standby:
         lease = svc.lease
         assert lease is not None
         try:
-            lease.release(self._ctx.requests)
+            released = lease.release(self._ctx.requests)
         except TopChefError as error:
             _log.warning(
                 "could not release service %s (%s): a standby takes over once it has "
@@ -255,7 +255,10 @@ class Standby:
             return
         with self._ctx.cond:
             self._heartbeats.pause(svc)  # the next holder checks in from now on
-        _log.info("released service %s for the next worker", svc.id, extra={"service_id": svc.id})
+        if released:
+            _log.info(
+                "released service %s for the next worker", svc.id, extra={"service_id": svc.id}
+            )
 
     # -- what earlier holders left ----------------------------------------------------
 
