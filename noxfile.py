@@ -67,3 +67,33 @@ def bench(session: nox.Session) -> None:
     session.install(".[validation]", "matplotlib")
     session.run("python", "benchmarks/server_rate.py")
     session.run("python", "benchmarks/suite.py", "--docs", *session.posargs)
+    results = "benchmarks/results"
+    # Worker processes on one service: one active (targets checked), then shared.
+    session.run(
+        "python",
+        "benchmarks/fleet.py",
+        "--workers",
+        "1",
+        "2",
+        "4",
+        "--kill",
+        "--sigterm",
+        "--check",
+        "--json",
+        f"{results}/fleet.json",
+        "--markdown",
+        f"{results}/fleet.md",
+    )
+    session.run(
+        "python",
+        "benchmarks/fleet.py",
+        "--workers",
+        "1",
+        "2",
+        "4",
+        "--shared",
+        "--json",
+        f"{results}/fleet-shared.json",
+        "--markdown",
+        f"{results}/fleet-shared.md",
+    )

@@ -434,7 +434,7 @@ class Lease:
         view = self._read(client, detail=False)
         if view.marker == self.identity.marker():
             self._write(client, view.text, active=False)
-        self.role = ServiceRole.STANDBY  # failed: still active, and checking in
+        self.role = ServiceRole.STANDBY  # (a failure above leaves it active)
         return view.marker == self.identity.marker()
 
     # -- reads and writes -----------------------------------------------------------

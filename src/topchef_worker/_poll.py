@@ -263,7 +263,10 @@ class Polling:
         """Claim *job* with one of the *held* slots and start it; 1 if claimed."""
         ctx = self._ctx
         seen_at = ctx.clock()
-        claimed, unconfirmed = self._claim(svc, job)
+        if svc.lease is None and not self._still_queued(job):
+            claimed = unconfirmed = None  # another worker claimed it since the read
+        else:
+            claimed, unconfirmed = self._claim(svc, job)
         with ctx.cond:
             slot = held.pop()
             assert slot is not None
@@ -294,6 +297,15 @@ class Polling:
             self._runs.decide(run, Decision.failure(error))  # it never stays WORKING
             raise
         return 1
+
+    def _still_queued(self, job: Job) -> bool:
+        """Whether *job* is still REGISTERED, read just before a shared service's
+        claim: the PATCH succeeds for every worker, so this read is the only chance
+        to see that another worker claimed it since the queue was read."""
+        try:
+            return self._ctx.client.job(job.id).status is JobStatus.REGISTERED
+        except JobNotFoundError:
+            return False
 
     def _after(self, svc: ServiceRun, held: list[Slot | None]) -> None:
         """Whatever happened, give back an unused slot and keep the service polled."""
