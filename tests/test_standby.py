@@ -187,3 +187,22 @@ def test_shared_services_take_no_lease_and_leave_the_description_alone(
     assert not any(
         r.method == "PATCH" and r.path.startswith("/services/") and r.body for r in server.requests
     )
+
+
+def test_a_batch_run_ends_when_another_worker_serves_the_queue(
+    server: TopChefServer, adder: Service, workers: list[Worker]
+) -> None:
+    """``run(until_idle=True)`` on a standby returns: nothing is left for it to do."""
+    first = start(workers, server, adder)
+    first.wait_for(lambda s: s.roles.get(adder.id) is ServiceRole.ACTIVE, WAIT)
+    second = fast_worker(server)
+    second.handler(adder.id)(Counting())
+
+    second.run(until_idle=True)
+
+    stats = second.stats()
+    assert (WorkerState.STOPPED, 0, {adder.id: ServiceRole.STANDBY}) == (
+        stats.state,
+        stats.claimed,
+        stats.roles,
+    )

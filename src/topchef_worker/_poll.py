@@ -99,9 +99,14 @@ class Polling:
             return sum(1 for svc in self._services if svc.poll_in_flight)
 
     def idle(self) -> bool:
-        """Every queue was found empty, and nothing is in flight."""
+        """Every queue was found empty (or is served by another worker), and
+        nothing is in flight."""
         with self._ctx.cond:
-            return all(svc.idle and not svc.poll_in_flight for svc in self._services)
+            return all(
+                (svc.idle or (svc.lease is not None and svc.lease.waits()))
+                and not svc.poll_in_flight
+                for svc in self._services
+            )
 
     def slot_freed(self, service_id: str) -> None:
         """A slot was given back (lock held): services waiting for one poll now."""

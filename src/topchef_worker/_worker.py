@@ -378,7 +378,8 @@ class Worker:
         jobs finish, for up to *stop_timeout*); a second signal stops it at once, still
         putting unstarted and interrupted jobs back to REGISTERED.  With
         ``until_idle=True`` it also returns once every service's queue was found empty
-        with nothing in flight: for batch runs and tests.  Raises the error that kept
+        (or is served by another worker) with nothing in flight: for batch runs and
+        tests.  Raises the error that kept
         the worker from starting, if one did.
         """
         runner = Runner(
