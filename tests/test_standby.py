@@ -206,3 +206,33 @@ def test_a_batch_run_ends_when_another_worker_serves_the_queue(
         stats.claimed,
         stats.roles,
     )
+
+
+def test_metrics_say_which_services_a_worker_stands_by_for(
+    server: TopChefServer, adder: Service, workers: list[Worker]
+) -> None:
+    from topchef_worker._metrics import PrometheusMetrics
+
+    first = start(workers, server, adder)
+    first.wait_for(lambda s: s.roles.get(adder.id) is ServiceRole.ACTIVE, WAIT)
+    second = fast_worker(server)
+    second.handler(adder.id)(Counting())
+    metrics = PrometheusMetrics(second)
+    workers.append(second)
+    second.start()
+    second.wait_for(lambda s: s.state is WorkerState.STANDBY, WAIT)
+
+    def sample(name: str, **labels: str) -> float | None:
+        value = metrics.registry.get_sample_value(name, labels)
+        return None if value is None else float(value)
+
+    # Events reach the metrics on the listener thread: wait for the role to arrive.
+    second.wait_for(
+        lambda s: sample("topchef_worker_service_role", service_id=adder.id, role="standby") == 1.0,
+        WAIT,
+    )
+    assert (1.0, 0.0, 1.0) == (
+        sample("topchef_worker_service_role", service_id=adder.id, role="standby"),
+        sample("topchef_worker_service_role", service_id=adder.id, role="active"),
+        sample("topchef_worker_state", state="STANDBY"),
+    )

@@ -55,6 +55,7 @@ class Standby:
         self._runs = runs
         self._running = True
         self._failures: dict[str, int] = {}
+        self._told: dict[str, ServiceRole] = {}  # the role last announced, per service
         #: Claims an earlier run journaled, per exclusive service: settled only once
         #: this worker serves it, and only if nobody else did in between.
         self._inherited: dict[str, dict[str, str]] = {}
@@ -80,6 +81,7 @@ class Standby:
         with self._ctx.cond:
             for svc in self._services:
                 if svc.lease is None:
+                    self._emit(svc, "registered with exclusive=False")
                     self._serve(svc)
                 else:
                     self._ctx.scheduler.arm(svc.lease_timer)
@@ -147,6 +149,8 @@ class Standby:
                 return
             if lease.holder is not None and lease.holder.id != lease.identity.id:
                 self._forget_inherited(svc, lease.holder.who)
+            if lease.waits() and lease.holder is not None:
+                self._emit(svc, f"served by {lease.holder.who}")
             self._standing_by()
             ctx.scheduler.rearm(svc.lease_timer, delay)
 
@@ -228,6 +232,10 @@ class Standby:
         )
 
     def _emit(self, svc: ServiceRun, reason: str) -> None:
+        """Announce the service's role, if it changed (lock held)."""
+        if self._told.get(svc.id) is svc.role:
+            return
+        self._told[svc.id] = svc.role
         self._ctx.emit(
             RoleChanged(time=time.time(), service_id=svc.id, role=svc.role, reason=reason)
         )
