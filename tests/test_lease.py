@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from topchef_worker import Service, TopChefClient
-from topchef_worker._lease import GRACE, Identity, Lease, Marker, ServiceRole, marked, parse
+from topchef_worker._identity import Identity
+from topchef_worker._lease import CHECK, GRACE, Lease, Marker, ServiceRole, marked, parse
 from topchef_worker.testing import ManualClock, TopChefServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -229,6 +230,7 @@ def test_a_released_lease_is_taken_at_once_without_waiting_for_a_timeout(
     service = client.service(adder.id)
     assert (False, False) == (service.is_service_available, service.has_timed_out)
 
+    clock.advance(CHECK)  # the standby's next read of the marker
     elect(client, clock, standby)
     assert standby.previous is not None
     assert standby.previous.released

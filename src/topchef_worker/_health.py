@@ -81,6 +81,13 @@ class HealthMonitor:
             if self._failing.pop(source, None) is not None and not self._failing:
                 self._update()
 
+    def forget(self, source: str) -> None:
+        """Forget *source*'s failure: it will not be tried again for now."""
+        with self._cond:
+            self._failing_services.pop(source, None)
+            if self._failing.pop(source, None) is not None and not self._failing:
+                self._update()
+
     def unreachable(self, services: int) -> bool:
         """Whether every one of the *services* has an exchange failing now: the
         server is down for this worker, not one queue broken."""

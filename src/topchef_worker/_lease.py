@@ -48,14 +48,11 @@ claims, so they are that holder's.  See ``docs/scaling.md`` for the failure case
 from __future__ import annotations
 
 import enum
-import hashlib
 import logging
-import os
 import re
-import secrets
-import socket
+import threading
 from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -63,12 +60,15 @@ from ._client import TopChefClient
 from ._models import Service
 from .exceptions import ServiceNotFoundError, TopChefError
 
+if TYPE_CHECKING:
+    from ._identity import Identity
+
 __all__ = [
     "CHECK",
     "GRACE",
     "SETTLE",
-    "Identity",
     "Lease",
+    "Listing",
     "Marker",
     "ServiceRole",
     "detail_interval",
@@ -112,32 +112,6 @@ class ServiceRole(str, enum.Enum):
 
 
 @attrs.frozen
-class Identity:
-    """Who a worker process is, as its marker names it.
-
-    ``id`` is random, unless the worker has a journal: then it derives from the host
-    and the journal's path, so that a restarted worker knows its own marker (the
-    journal's lock guarantees that no other process of it runs).
-    """
-
-    id: str
-    host: str
-    pid: int
-    stable: bool = False
-
-    @classmethod
-    def of_process(cls, journal: Path | None = None) -> Identity:
-        host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:63] or "unknown"
-        if journal is None:
-            return cls(id=secrets.token_hex(6), host=host, pid=os.getpid())
-        key = f"{host}\0{Path(journal).resolve()}".encode()
-        return cls(id=hashlib.sha256(key).hexdigest()[:12], host=host, pid=os.getpid(), stable=True)
-
-    def marker(self, *, released: bool = False) -> Marker:
-        return Marker(id=self.id, host=self.host, pid=self.pid, released=released)
-
-
-@attrs.frozen
 class Marker:
     """The holder named at the end of a service's description."""
 
@@ -175,14 +149,43 @@ def marked(text: str, marker: Marker) -> str:
     return f"{text}\n\n{marker}" if text else str(marker)
 
 
-def detail_interval(cost: float) -> float:
+def detail_interval(cost: float, share: float = DETAIL_SHARE) -> float:
     """Seconds between a standby's detail reads, when one took *cost* seconds.
 
     The detail lists every job the service ever had, and the server answers one
-    request at a time, so a standby reads it at most :data:`DETAIL_SHARE` of the
-    time (every second while it is cheap; every 12 s at 10,000 jobs of history).
+    request at a time, so a standby reads it at most *share* of the time (every
+    second while it is cheap; every 12 s at 10,000 jobs of history).  A worker with
+    several exclusive services divides :data:`DETAIL_SHARE` among them.
     """
-    return max(CHECK, cost / DETAIL_SHARE)
+    return max(CHECK, cost / share)
+
+
+class Listing:
+    """``GET /services``, shared by every lease of one worker.
+
+    Each lease finds its own service's marker in the list, so a worker standing by
+    for 200 services sends one such request a second, not 200.  A read is reused
+    by any lease that asks for one sent no earlier than it needs (a read back after
+    the settle time needs one sent after it).
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()  # one read at a time; the others reuse it
+        self._asked_at: float | None = None
+        self._descriptions: dict[str, str] = {}
+
+    def description(
+        self, client: TopChefClient, service_id: str, *, sent_after: float
+    ) -> str | None:
+        """*service_id*'s description from a read sent after *sent_after* (None:
+        the server does not list it)."""
+        with self._lock:
+            if self._asked_at is None or self._asked_at <= sent_after:
+                asked_at = self._clock()
+                listed = {summary.id: summary.description for summary in client.services()}
+                self._asked_at, self._descriptions = asked_at, listed
+            return self._descriptions.get(service_id)
 
 
 @attrs.frozen
@@ -217,9 +220,13 @@ class Lease:
         timeout: float,
         *,
         settle: float = SETTLE,
+        listing: Listing | None = None,
+        detail_share: float = DETAIL_SHARE,
     ) -> None:
         self.service_id = service_id
         self.settle = settle
+        self._listing = listing or Listing(clock)
+        self._detail_share = detail_share
         self.identity = identity
         self._clock = clock
         self.timeout = timeout
@@ -310,7 +317,8 @@ class Lease:
         wait = written_at + self.settle - self._clock()
         if wait > 0:
             return wait
-        view = self._read(client, detail=False)  # failed: verified at the next step
+        # Sent after the settle time (failed: verified at the next step).
+        view = self._read(client, detail=False, fresh=self._clock() - written_at - self.settle)
         self._candidate_since = None
         if view.marker == self.identity.marker():
             self.role = ServiceRole.ACTIVE
@@ -361,7 +369,14 @@ class Lease:
             return True
         if self._detail_at is None:
             return True
-        return self._clock() - self._detail_at >= detail_interval(self._detail_cost)
+        return self._clock() - self._detail_at >= detail_interval(
+            self._detail_cost, self._detail_share
+        )
+
+    @property
+    def candidate(self) -> bool:
+        """Whether this worker's marker was written and is not read back yet."""
+        return self._candidate_since is not None
 
     def waits(self) -> bool:
         """Whether this standby waits for another worker that holds the lease."""
@@ -386,7 +401,7 @@ class Lease:
         client.check_in(self.service_id)
         self.renewed_at = sent_at
         try:
-            view = self._read(client, detail=False)
+            view = self._read(client, detail=False, fresh=self._clock() - sent_at)
         except ServiceNotFoundError:
             raise
         except TopChefError as error:
@@ -429,9 +444,10 @@ class Lease:
         """Write the ``released`` marker and clear ``is_available`` (a clean stop),
         if the marker is still this worker's: a release must not undo another
         worker's claim.  Returns whether it was written."""
-        if self.role is not ServiceRole.ACTIVE:
+        if self.role is not ServiceRole.ACTIVE and not self.candidate:
             return False
-        view = self._read(client, detail=False)
+        view = self._read(client, detail=False, fresh=0.0)
+        self._candidate_since = None
         if view.marker == self.identity.marker():
             self._write(client, view.text, active=False)
         self.role = ServiceRole.STANDBY  # (a failure above leaves it active)
@@ -439,7 +455,7 @@ class Lease:
 
     # -- reads and writes -----------------------------------------------------------
 
-    def _read(self, client: TopChefClient, *, detail: bool) -> View:
+    def _read(self, client: TopChefClient, *, detail: bool, fresh: float = CHECK / 2) -> View:
         if detail:
             started = self._clock()
             service = client.service(self.service_id)
@@ -449,12 +465,12 @@ class Lease:
             text, marker = parse(service.description)
             view = View(text=text, marker=marker, timed_out=service.has_timed_out, service=service)
         else:
-            for summary in client.services():
-                if summary.id == self.service_id:
-                    text, marker = parse(summary.description)
-                    view = View(text=text, marker=marker, timed_out=None)
-                    break
-            else:
+            # Fresh enough for a standby's watch; a read back must be sent after the
+            # settle time, and a release's after now.
+            description = self._listing.description(
+                client, self.service_id, sent_after=self._clock() - fresh
+            )
+            if description is None:
                 raise ServiceNotFoundError(
                     f"service {self.service_id} is not listed by the server",
                     service_id=self.service_id,
@@ -462,6 +478,8 @@ class Lease:
                     path="/services",
                     status_code=200,
                 )
+            text, marker = parse(description)
+            view = View(text=text, marker=marker, timed_out=None)
         self._text = view.text
         return view
 

@@ -28,7 +28,8 @@ from ._delivery import Delivery
 from ._handlers import HandlerSpec
 from ._health import ACTIVE
 from ._heartbeat import Heartbeats
-from ._lease import Identity, Lease, ServiceRole
+from ._identity import load as load_identity
+from ._lease import DETAIL_SHARE, Lease, Listing, ServiceRole
 from ._ledger import Outcome
 from ._models import Service
 from ._poll import Polling
@@ -60,20 +61,26 @@ class Runtime:
     ) -> None:
         self.ctx = ctx
         settings = ctx.settings
-        identity = Identity.of_process(settings.journal)
+        identity, self.memory = load_identity(settings.journal)
+        listing = Listing(ctx.clock)  # one GET /services for every lease
         self.services = [
             _service_run(spec, service, settings.heartbeat_interval) for spec, service in resolved
         ]
-        for svc in self.services:
-            exclusive = svc.spec.exclusive if svc.spec.exclusive is not None else settings.exclusive
-            if exclusive:
-                svc.lease = Lease(
-                    svc.id,
-                    identity,
-                    ctx.clock,
-                    svc.service.timeout,
-                    settle=settings.lease_settle,
-                )
+        exclusive = [
+            svc
+            for svc in self.services
+            if (svc.spec.exclusive if svc.spec.exclusive is not None else settings.exclusive)
+        ]
+        for svc in exclusive:
+            svc.lease = Lease(
+                svc.id,
+                identity,
+                ctx.clock,
+                svc.service.timeout,
+                settle=settings.lease_settle,
+                listing=listing,
+                detail_share=DETAIL_SHARE / len(exclusive),
+            )
         self.capacity = Capacity(
             settings.max_jobs,
             settings.overrun_limit,
@@ -93,7 +100,9 @@ class Runtime:
         self.runs = Runs(ctx, self.capacity, self.pool)
         self.heartbeats = Heartbeats(ctx, self.services)
         self.polling = Polling(ctx, self.services, self.capacity, self.pool, self.runs, on_idle)
-        self.standby = Standby(ctx, self.services, self.heartbeats, self.polling, self.runs)
+        self.standby = Standby(
+            ctx, self.services, self.heartbeats, self.polling, self.runs, self.memory
+        )
 
     @property
     def delivery(self) -> Delivery:
@@ -105,8 +114,9 @@ class Runtime:
         self.pool.open()
         self.ctx.scheduler.start()
         outcomes, claims = left
+        kept = {outcome.job_id for outcome in outcomes}  # delivered, not put back
         with self.ctx.cond:
-            claims = self.standby.begin(claims)
+            claims = self.standby.begin({j: s for j, s in claims.items() if j not in kept})
         recover(
             self.delivery,
             outbox=outcomes,

@@ -16,7 +16,7 @@ import attrs
 from . import _schemas
 from ._client import TopChefClient
 from ._handlers import HandlerSpec
-from ._lease import Lease, ServiceRole
+from ._lease import Lease, ServiceRole, parse
 from ._models import Service
 from ._scheduler import Timer
 from ._stats import ServiceHealth
@@ -108,7 +108,21 @@ def resolve(client: TopChefClient, spec: HandlerSpec) -> Service:
             and candidate.job_result_schema == wanted.job_result_schema
         ):
             if wanted.timeout is not None and candidate.timeout != wanted.timeout:
-                candidate = client.update_service(candidate.id, timeout=wanted.timeout)
+                marker = parse(candidate.description)[1]
+                if marker is not None and not marker.released and not candidate.has_timed_out:
+                    # A PATCH is a check-in, and a standby must not send one; the
+                    # active worker keeps the timeout it works to.
+                    _log.warning(
+                        "service %r (%s) has a timeout of %d s, not %d s; left as it is "
+                        "while %s serves it",
+                        wanted.name,
+                        candidate.id,
+                        candidate.timeout,
+                        wanted.timeout,
+                        marker.who,
+                    )
+                else:
+                    candidate = client.update_service(candidate.id, timeout=wanted.timeout)
             _log.info("using service %r (%s)", wanted.name, candidate.id)
             return candidate
     created = client.create_service(

@@ -23,11 +23,13 @@ from collections.abc import Callable
 from ._context import Context
 from ._delivery import Delivery
 from ._heartbeat import Heartbeats
+from ._identity import Memory
 from ._lease import CHECK, ServiceRole
 from ._ledger import LedgerError, Outcome
 from ._models import JobStatus
 from ._poll import Polling
 from ._runs import Runs
+from ._scheduler import Timer
 from ._services import ServiceRun
 from .events import RoleChanged
 from .exceptions import TopChefError
@@ -47,8 +49,10 @@ class Standby:
         heartbeats: Heartbeats,
         polling: Polling,
         runs: Runs,
+        memory: Memory,
     ) -> None:
         self._ctx = ctx
+        self._memory = memory
         self._services = services
         self._heartbeats = heartbeats
         self._polling = polling
@@ -72,7 +76,13 @@ class Standby:
         """Serve the shared services now and watch the others' leases.  Returns the
         journaled *claims* to settle now (those of shared services)."""
         now: dict[str, str] = {}
-        exclusive = {svc.id for svc in self._services if svc.lease is not None}
+        # Claims of a service the earlier run released are its own, whoever serves
+        # it now: a worker that takes over from a release puts nothing back.
+        exclusive = {
+            svc.id
+            for svc in self._services
+            if svc.lease is not None and svc.id not in self._memory.released_before
+        }
         for job_id, service_id in claims.items():
             if service_id in exclusive:
                 self._inherited.setdefault(service_id, {})[job_id] = service_id
@@ -95,11 +105,20 @@ class Standby:
             self._running = False
             for svc in self._services:
                 ctx.scheduler.cancel(svc.lease_timer)
-            active = [svc for svc in self._services if svc.role is ServiceRole.ACTIVE]
-        for svc in active:
-            ctx.launcher.launch(
-                ctx.heartbeat_pool, f"release of service {svc.id}", self._releaser(svc)
-            )
+            held = [svc for svc in self._services if self._holds(svc)]
+        for svc in held:
+            self._launch_release(svc)
+
+    def _holds(self, svc: ServiceRun) -> bool:
+        """Whether *svc*'s marker may be this worker's: active, or written and not
+        read back yet (a stop then must not leave it looking active)."""
+        lease = svc.lease
+        return lease is not None and (lease.role is ServiceRole.ACTIVE or lease.candidate)
+
+    def _launch_release(self, svc: ServiceRun) -> None:
+        self._ctx.launcher.launch(
+            self._ctx.heartbeat_pool, f"release of service {svc.id}", self._releaser(svc)
+        )
 
     def _releaser(self, svc: ServiceRun) -> Callable[[], None]:
         return lambda: self._release(svc)
@@ -110,8 +129,10 @@ class Standby:
         """The lease timer fell due (scheduler thread, lock held)."""
         if not self._running or self._ctx.stopping.is_set():
             return
+        # On the I/O pool: a detail read may be slow, and check-ins must not queue
+        # behind it.
         self._ctx.launcher.launch(
-            self._ctx.heartbeat_pool,
+            self._ctx.io_pool,
             f"lease of service {svc.id}",
             lambda: self._step(svc),
             cleanup=lambda: self._next(svc),
@@ -128,8 +149,10 @@ class Standby:
             with ctx.cond:
                 failures = self._failures[svc.id] = self._failures.get(svc.id, 0) + 1
                 ctx.health.failed(source, error, svc.id)
+                # Never later than CHECK: after an outage the holder must take its
+                # lease back before a standby's GRACE runs out.
                 wait = ctx.settings.retry.wait(failures, error, ctx.rand())
-                ctx.scheduler.rearm(svc.lease_timer, min(wait, 5 * CHECK))
+                ctx.scheduler.rearm(svc.lease_timer, min(wait, CHECK))
             _log.log(
                 logging.WARNING if failures == 1 else logging.DEBUG,
                 "reading the lease of service %s failed: %s",
@@ -143,14 +166,19 @@ class Standby:
             ctx.health.answered(source)
             svc.last_lease_read = ctx.clock()
             if not self._running or ctx.stopping.is_set():
+                # The stop came while this step ran: a marker it wrote (or read back
+                # as this worker's) must not be left looking active.
+                if self._holds(svc):
+                    self._launch_release(svc)
                 return
             if lease.role is ServiceRole.ACTIVE:
                 self._activated(svc)
                 return
-            if lease.holder is not None and lease.holder.id != lease.identity.id:
-                self._forget_inherited(svc, lease.holder.who)
-            if lease.waits() and lease.holder is not None:
-                self._emit(svc, f"served by {lease.holder.who}")
+            holder = lease.holder
+            if holder is not None and holder.id != lease.identity.id:
+                self._forget_inherited(svc, holder.who)
+            if lease.waits() and holder is not None:
+                self._emit(svc, f"served by {holder.who}")
             self._standing_by()
             ctx.scheduler.rearm(svc.lease_timer, delay)
 
@@ -188,6 +216,7 @@ class Standby:
         )
         self._emit(svc, why)
         self._serve(svc)
+        self._memory.note(svc.id, released=False)
         mine = previous is None or previous.id == lease.identity.id
         inherited = self._inherited.pop(svc.id, {})
         if inherited and mine:
@@ -195,13 +224,45 @@ class Standby:
         elif inherited:
             self._forget(svc, inherited, previous.who if previous else "another worker")
         if previous is not None and not previous.released:
-            skip = set(inherited)
+            self._take_over(svc, previous.who, skip=set(inherited), attempt=1)
+        wanted = svc.spec.service.timeout if svc.spec.service is not None else None
+        if wanted is not None and wanted != lease.timeout:
             self._ctx.launcher.launch(
                 self._ctx.io_pool,
-                f"taking over service {svc.id}",
-                lambda: self._take_over(svc, previous.who, skip),
+                f"setting the timeout of service {svc.id}",
+                lambda: self._set_timeout(svc, wanted),
             )
         self._standing_by()
+
+    def _set_timeout(self, svc: ServiceRun, seconds: int) -> None:
+        """Give the service the timeout its handler asks for, now that this worker
+        is the one that checks in (a standby must not send the PATCH)."""
+        ctx = self._ctx
+        try:
+            service = ctx.client.update_service(svc.id, timeout=seconds)
+        except TopChefError as error:
+            _log.warning(
+                "could not set service %s's timeout to %d s: %s",
+                svc.id,
+                seconds,
+                error,
+                extra={"service_id": svc.id},
+            )
+            return
+        with ctx.cond:
+            lease = svc.lease
+            assert lease is not None
+            lease.timeout = service.timeout
+            svc.service = service
+            svc.interval = ctx.settings.heartbeat_interval or service.timeout / 3.0
+            if svc.serving:
+                self._heartbeats.serve(svc)  # the next check-in within the new period
+        _log.info(
+            "service %s's timeout is now %d s",
+            svc.id,
+            service.timeout,
+            extra={"service_id": svc.id},
+        )
 
     def _serve(self, svc: ServiceRun) -> None:
         self._heartbeats.serve(svc)
@@ -218,6 +279,10 @@ class Standby:
             lease.step_down(lapsed=lapsed)
             self._heartbeats.pause(svc)
             self._polling.pause(svc)
+            # A standby neither checks in nor polls: their last failures say nothing
+            # about it any more, and must not keep it DEGRADED (and unready).
+            for source in ("heartbeats", "polls"):
+                ctx.health.forget(f"{source} of service {svc.id}")
             running = self._runs.per_service(svc.id)
             self._emit(svc, reason)
             if self._running and not ctx.stopping.is_set():
@@ -264,13 +329,42 @@ class Standby:
         with self._ctx.cond:
             self._heartbeats.pause(svc)  # the next holder checks in from now on
         if released:
+            self._memory.note(svc.id, released=True)
             _log.info(
                 "released service %s for the next worker", svc.id, extra={"service_id": svc.id}
             )
 
     # -- what earlier holders left ----------------------------------------------------
 
-    def _take_over(self, svc: ServiceRun, holder: str, skip: set[str]) -> None:
+    def _take_over(self, svc: ServiceRun, holder: str, *, skip: set[str], attempt: int) -> None:
+        """Put back (on the I/O pool) the jobs a holder that is gone left WORKING;
+        tried again, with the worker's retry waits, until it is done or the worker
+        stops (lock held)."""
+        ctx = self._ctx
+
+        def attempt_it() -> None:
+            try:
+                self._put_back(svc, holder, skip)
+            except TopChefError as error:
+                _log.warning(
+                    "service %s: could not read the jobs %s left WORKING (%s); trying again",
+                    svc.id,
+                    holder,
+                    error,
+                    extra={"service_id": svc.id},
+                )
+                with ctx.cond:
+                    if ctx.stopping.is_set():
+                        return
+                    timer = Timer(f"taking over service {svc.id}", lambda: None)
+                    timer.action = lambda: self._take_over(
+                        svc, holder, skip=skip, attempt=attempt + 1
+                    )
+                    ctx.scheduler.arm(timer, ctx.settings.retry.wait(attempt, error, ctx.rand()))
+
+        ctx.launcher.launch(ctx.io_pool, f"taking over service {svc.id}", attempt_it)
+
+    def _put_back(self, svc: ServiceRun, holder: str, skip: set[str]) -> None:
         """Put back the jobs a holder that is gone left WORKING: only the active
         worker claims, so they are its, and nobody else will."""
         jobs = [
