@@ -68,6 +68,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/server_rate.py")
     session.run("python", "benchmarks/suite.py", "--docs", *session.posargs)
     results = "benchmarks/results"
+    session.run("python", "benchmarks/async_jobs.py", "--json", f"{results}/async_jobs.json")
     # Worker processes on one service: one active (targets checked), then shared.
     session.run(
         "python",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -105,6 +105,8 @@ class HandlerSpec:
     pass_job: bool = False
     on_orphan: str = "requeue"
     exclusive: bool | None = None  # None: the worker's setting
+    pool: str = "default"  # the name of the job pool it runs on
+    is_async: bool = False  # a coroutine function, awaited on the worker's event loop
 
     @property
     def label(self) -> str:
@@ -130,9 +132,15 @@ class HandlerSpec:
         error_results: ErrorResults | None,
         on_orphan: str = "requeue",
         exclusive: bool | None = None,
+        pool: str | None = None,
+        pools: Collection[str] = ("default", "asyncio"),
     ) -> HandlerSpec:
-        """Check every option and build the registration, or fail naming the problem."""
+        """Check every option and build the registration, or fail naming the problem.
+
+        *pools* are the names of the worker's job pools."""
         pass_job = accepts_job(fn)
+        is_async = is_coroutine_function(fn)
+        pool = _pool_for(fn, pool, is_async, pools)
         if concurrency is not None and (
             isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
         ):
@@ -171,6 +179,8 @@ class HandlerSpec:
                 pass_job=pass_job,
                 on_orphan=on_orphan,
                 exclusive=exclusive,
+                pool=pool,
+                is_async=is_async,
             )
         missing = [key for key, value in spec_fields.items() if value is None]
         if missing:
@@ -211,7 +221,41 @@ class HandlerSpec:
             pass_job=pass_job,
             on_orphan=on_orphan,
             exclusive=exclusive,
+            pool=pool,
+            is_async=is_async,
         )
+
+
+def is_coroutine_function(fn: object) -> bool:
+    """Whether calling *fn* makes a coroutine: an ``async def`` function, or an
+    object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - the method, not callability
+    )
+
+
+def _pool_for(
+    fn: Callable[..., Any], pool: str | None, is_async: bool, pools: Collection[str]
+) -> str:
+    """The pool a handler runs on: the one it names, or the default for its kind."""
+    if pool is None:
+        return "asyncio" if is_async else "default"
+    if not isinstance(pool, str) or pool not in pools:
+        raise ConfigurationError(
+            f"handler {_name(fn)}: no job pool named {pool!r}; the worker has "
+            f"{', '.join(repr(name) for name in sorted(pools))}"
+        )
+    if is_async and pool != "asyncio":
+        raise ConfigurationError(
+            f"handler {_name(fn)} is a coroutine function: it runs on the worker's event "
+            f"loop (pool 'asyncio'), not on pool {pool!r}"
+        )
+    if not is_async and pool == "asyncio":
+        raise ConfigurationError(
+            f"handler {_name(fn)} is not a coroutine function; pool 'asyncio' runs "
+            "async def handlers only"
+        )
+    return pool
 
 
 def add_handler(handlers: list[HandlerSpec], spec: HandlerSpec) -> None:

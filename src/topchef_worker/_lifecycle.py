@@ -20,7 +20,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 
 import requests
 
@@ -29,6 +28,7 @@ from ._context import Context
 from ._handlers import HandlerSpec
 from ._health import ACTIVE, HealthMonitor
 from ._listeners import Listeners
+from ._pools import PoolSource
 from ._runtime import Runtime, stats_without_runtime
 from ._settings import STOP_MARGIN, Settings
 from ._shutdown import Shutdown
@@ -90,8 +90,7 @@ class Lifecycle:
         *,
         client: TopChefClient | None,
         session: requests.Session | None,
-        given_pool: Executor | None,
-        pool_factory: Callable[[], Executor] | None,
+        pools: dict[str, PoolSource],
     ) -> Settings | None:
         """Start, returning the settings with the URL resolved (None: started already)."""
         with self._cond:
@@ -118,7 +117,7 @@ class Lifecycle:
             self._health.set_state(WorkerState.STARTING)
             self._connecting = threading.Thread(
                 target=self._connect,
-                args=(ctx, list(handlers), left, given_pool, pool_factory),
+                args=(ctx, list(handlers), left, pools),
                 name="topchef-start",
                 daemon=True,
             )
@@ -130,16 +129,14 @@ class Lifecycle:
         ctx: Context,
         handlers: list[HandlerSpec],
         left: Left,
-        given_pool: Executor | None,
-        pool_factory: Callable[[], Executor] | None,
+        pools: dict[str, PoolSource],
     ) -> None:
         """Find every service, settle what an earlier run left, start working."""
         try:
             runtime = Runtime(
                 ctx,
                 resolve_all(ctx, handlers),
-                given_pool=given_pool,
-                pool_factory=pool_factory,
+                pools=pools,
                 on_idle=self._wake,
             )
             with self._cond:

@@ -29,7 +29,7 @@ from ._ledger import LedgerError
 from ._logging import job_extra
 from ._models import Job, JobStatus
 from ._policy import poll_delay
-from ._pools import JobPool
+from ._pools import Pools
 from ._runs import Runs
 from ._services import ServiceRun
 from .events import JobClaimed, JobFailed, PollFailed
@@ -53,7 +53,7 @@ class Polling:
         ctx: Context,
         services: list[ServiceRun],
         capacity: Capacity,
-        pool: JobPool,
+        pools: Pools,
         runs: Runs,
         on_idle: Callable[[], None],
     ) -> None:
@@ -61,7 +61,7 @@ class Polling:
         self._services = services
         self._by_id = {svc.id: svc for svc in services}
         self._capacity = capacity
-        self._pool = pool
+        self._pools = pools
         self._runs = runs
         self._on_idle = on_idle
         self._waiting: dict[str, ServiceRun] = {}  # due, but no slot was free
@@ -125,7 +125,7 @@ class Polling:
         ctx = self._ctx
         if not self._running or ctx.stopping.is_set() or svc.poll_in_flight:
             return
-        if self._pool.unusable is not None:
+        if self._pools[svc.spec.pool].unusable is not None:
             return  # the pool cannot run jobs: claim nothing (said once, loudly)
         if not svc.serving:
             return  # a standby: serve() polls again

@@ -19,9 +19,19 @@ from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
 from typing import Any
 
+from ._eventloop import LoopExecutor
 from ._health import HealthMonitor
 
-__all__ = ["JobPool", "PoolUnavailableError", "default_pool"]
+__all__ = ["DEFAULT", "EVENT_LOOP", "JobPool", "PoolSource", "PoolUnavailableError", "Pools"]
+
+#: The pool of handlers that name none: ``job_pool``, a thread pool by default.
+DEFAULT = "default"
+#: The worker's event loop, where coroutine handlers run.
+EVENT_LOOP = "asyncio"
+
+#: What a pool is made from: an executor its owner passed in, a function that makes
+#: one, or None for the worker's own default.
+PoolSource = Executor | Callable[[], Executor] | None
 
 _log = logging.getLogger("topchef_worker")
 
@@ -120,3 +130,70 @@ class JobPool:
 def default_pool(size: int) -> Callable[[], Executor]:
     """A thread pool of *size* threads, made anew when asked."""
     return lambda: ThreadPoolExecutor(size, "topchef-job")
+
+
+class Pools:
+    """The worker's named job pools: each handler runs on one.
+
+    ``default`` is ``job_pool`` (a thread pool of ``max_jobs + max_overrun`` threads
+    unless given), ``asyncio`` the worker's event loop for coroutine handlers, and
+    any other name a pool from ``Worker(pools=...)``.  Only the pools some handler
+    uses are made.
+
+    Args:
+        sources: Per name, what the pool is made from.
+        used: The names some handler uses.
+        default_size: Threads of the default pool the worker makes.
+    """
+
+    def __init__(
+        self,
+        sources: dict[str, PoolSource],
+        used: set[str],
+        *,
+        default_size: int,
+        cond: threading.Condition,
+        counts: Counter[str],
+        health: HealthMonitor,
+        retire: Callable[[Executor], None],
+    ) -> None:
+        made: dict[str, Callable[[], Executor]] = {
+            DEFAULT: default_pool(default_size),
+            EVENT_LOOP: LoopExecutor,
+        }
+        self._pools: dict[str, JobPool] = {}
+        for name in sorted(used):
+            source = sources.get(name)
+            given = source if isinstance(source, Executor) else None
+            factory = source if callable(source) and given is None else made.get(name)
+            self._pools[name] = JobPool(
+                given=given,
+                factory=factory or _cannot_make(name),
+                cond=cond,
+                counts=counts,
+                health=health,
+                retire=retire,
+            )
+
+    def __getitem__(self, name: str) -> JobPool:
+        return self._pools[name]
+
+    def open(self) -> None:
+        for pool in self._pools.values():
+            pool.open()
+
+    @property
+    def unusable(self) -> str | None:
+        """Why some pool cannot run jobs, for good (None: every pool can)."""
+        return next((pool.unusable for pool in self._pools.values() if pool.unusable), None)
+
+    def close(self, *, wait: bool) -> None:
+        for pool in self._pools.values():
+            pool.close(wait=wait)
+
+
+def _cannot_make(name: str) -> Callable[[], Executor]:
+    def make() -> Executor:
+        raise RuntimeError(f"pool {name!r} was given as an executor; the worker cannot make one")
+
+    return make

@@ -20,7 +20,7 @@ from ._delivery import Delivery
 from ._execution import call_handler
 from ._jobrun import Decision, JobRun, Phase
 from ._logging import job_extra
-from ._pools import JobPool, PoolUnavailableError
+from ._pools import Pools, PoolUnavailableError
 from ._scheduler import Timer
 from .events import JobStarted
 from .exceptions import InvalidParametersError, JobTimeoutError
@@ -36,10 +36,10 @@ _REMEMBER = 10_000
 class Runs:
     """The jobs a worker holds, and what happens to each."""
 
-    def __init__(self, ctx: Context, capacity: Capacity, pool: JobPool) -> None:
+    def __init__(self, ctx: Context, capacity: Capacity, pools: Pools) -> None:
         self._ctx = ctx
         self._capacity = capacity
-        self._pool = pool
+        self._pools = pools
         self._runs: dict[str, JobRun] = {}
         self._overruns: set[JobRun] = set()
         # When this worker last settled each recent job, so that a poll answered
@@ -110,7 +110,7 @@ class Runs:
             run.call_ended = False
             run.started_at = ctx.clock()
         try:
-            future, pool = self._pool.submit(
+            future, pool = self._pools[svc.spec.pool].submit(
                 call_handler,
                 svc.spec.fn,
                 job.parameters,
@@ -161,7 +161,7 @@ class Runs:
             error = future.exception()
             assert error is not None
             if isinstance(error, BrokenExecutor) and run.pool is not None:
-                self._pool.broke(run.pool, error)
+                self._pools[run.service.spec.pool].broke(run.pool, error)
             decision = Decision.failure(error)
         else:
             decision = Decision.result(future.result())

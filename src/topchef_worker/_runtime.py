@@ -33,7 +33,7 @@ from ._lease import DETAIL_SHARE, Lease, Listing, ServiceRole
 from ._ledger import Outcome
 from ._models import Service
 from ._poll import Polling
-from ._pools import JobPool, default_pool
+from ._pools import Pools, PoolSource
 from ._recovery import recover
 from ._runs import Runs
 from ._scheduler import Timer
@@ -55,8 +55,7 @@ class Runtime:
         ctx: Context,
         resolved: Sequence[tuple[HandlerSpec, Service]],
         *,
-        given_pool: Executor | None,
-        pool_factory: Callable[[], Executor] | None,
+        pools: dict[str, PoolSource],
         on_idle: Callable[[], None],
     ) -> None:
         self.ctx = ctx
@@ -87,19 +86,20 @@ class Runtime:
             {svc.id: svc.spec.concurrency for svc in self.services},
             on_release=self._slot_freed,
         )
-        self.pool = JobPool(
-            given=given_pool,
+        self.pools = Pools(
+            pools,
+            {svc.spec.pool for svc in self.services},
             # Room for the calls that overran their timeout, so that they never keep
             # a newly claimed job from starting at once.
-            factory=pool_factory or default_pool(settings.max_jobs + settings.overrun_limit),
+            default_size=settings.max_jobs + settings.overrun_limit,
             cond=ctx.cond,
             counts=ctx.counts,
             health=ctx.health,
             retire=self._retire,
         )
-        self.runs = Runs(ctx, self.capacity, self.pool)
+        self.runs = Runs(ctx, self.capacity, self.pools)
         self.heartbeats = Heartbeats(ctx, self.services)
-        self.polling = Polling(ctx, self.services, self.capacity, self.pool, self.runs, on_idle)
+        self.polling = Polling(ctx, self.services, self.capacity, self.pools, self.runs, on_idle)
         self.standby = Standby(
             ctx, self.services, self.heartbeats, self.polling, self.runs, self.memory
         )
@@ -111,7 +111,7 @@ class Runtime:
     def begin(self, left: tuple[list[Outcome], dict[str, str]]) -> None:
         """Open the job pool, start the scheduler, beat and poll, and settle what
         an earlier run *left* (its outbox and journal)."""
-        self.pool.open()
+        self.pools.open()
         self.ctx.scheduler.start()
         outcomes, claims = left
         kept = {outcome.job_id for outcome in outcomes}  # delivered, not put back
@@ -168,7 +168,7 @@ class Runtime:
         """The health report (lock held)."""
         services, reasons = self.service_health(now)
         alive = self.ctx.health.state in ACTIVE and self.ctx.scheduler.alive
-        if self.pool.unusable is not None:
+        if self.pools.unusable is not None:
             alive = False
         return self.ctx.health.report(
             alive=alive,
@@ -243,7 +243,7 @@ class Runtime:
                 "when it does (request_timeout)"
             )
         ctx.close(wait=idle)
-        self.pool.close(wait=not self.runs.overrun)  # no call runs: the threads end now
+        self.pools.close(wait=not self.runs.overrun)  # no call runs: the threads end now
         self._report_left(left)
         with ctx.cond:
             claiming = sorted(self.polling.claiming)

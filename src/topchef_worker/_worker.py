@@ -40,6 +40,7 @@ from ._health import HealthMonitor
 from ._lifecycle import Lifecycle
 from ._listeners import Listener, Listeners
 from ._models import Service
+from ._pools import DEFAULT, EVENT_LOOP, PoolSource
 from ._retry import RetryPolicy
 from ._runner import Runner
 from ._runtime import stats_without_runtime
@@ -96,6 +97,12 @@ class Worker:
         max_overrun: How many handler calls may still run after their job timed out
             before the worker stops claiming (default ``max_jobs``): threads cannot
             be killed, and this keeps them from piling up.
+        pools: More job pools, by name, for handlers that choose one with
+            ``@worker.handler(..., pool=NAME)``: an Executor (its owner shuts it
+            down) or a function that makes one (the worker does, and makes it anew
+            if it breaks).  Say, a process pool for CPU-bound handlers next to the
+            default thread pool.  ``async def`` handlers run on the worker's own
+            event loop, pool ``"asyncio"``.
         exclusive: Serve each service only while no other worker does (the
             default): a second worker started on a service waits as a standby
             (``WorkerState.STANDBY``) and takes over when the first stops or dies.
@@ -134,6 +141,7 @@ class Worker:
         max_overrun: int | None = None,
         exclusive: bool = True,
         lease_settle: float | timedelta = 1.0,
+        pools: Mapping[str, Executor | Callable[[], Executor]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] | None = None,
     ) -> None:
@@ -155,16 +163,25 @@ class Worker:
             exclusive=exclusive,
             lease_settle=lease_settle,
         )
-        self._given_pool: Executor | None = None
-        self._pool_factory: Callable[[], Executor] | None = None
-        if isinstance(job_pool, Executor):
-            self._given_pool = job_pool
-        elif job_pool is not None:
-            if not callable(job_pool):
+        self._pools: dict[str, PoolSource] = {DEFAULT: None, EVENT_LOOP: None}
+        if isinstance(job_pool, Executor) or job_pool is None or callable(job_pool):
+            self._pools[DEFAULT] = job_pool
+        else:
+            raise ConfigurationError(
+                f"job_pool must be an Executor or a function making one, got {job_pool!r}"
+            )
+        for name, source in (pools or {}).items():
+            if name in self._pools or not isinstance(name, str) or not name:
                 raise ConfigurationError(
-                    f"job_pool must be an Executor or a function making one, got {job_pool!r}"
+                    f"pool names must be strings other than {DEFAULT!r} and {EVENT_LOOP!r} "
+                    f"(give the default pool as job_pool=), got {name!r}"
                 )
-            self._pool_factory = job_pool
+            if not isinstance(source, Executor) and not callable(source):
+                raise ConfigurationError(
+                    f"pool {name!r} must be an Executor or a function making one, "
+                    f"got {source!r:.80}"
+                )
+            self._pools[name] = source
         self._session = session
         self._given_client = client
         self._clock = clock
@@ -237,6 +254,7 @@ class Worker:
         error_results: ErrorResults | None = None,
         on_orphan: str = "requeue",
         exclusive: bool | None = None,
+        pool: str | None = None,
     ) -> Callable[[_F], _F]:
         """Register the decorated function as the handler of one service.
 
@@ -265,6 +283,11 @@ class Worker:
                 must not run twice).  It applies too when this worker takes over a
                 service from one that stopped checking in.
             exclusive: Overrides the worker's ``exclusive`` for this service.
+            pool: The name of the job pool to run on (see ``Worker(pools=...)``):
+                ``"default"`` (``job_pool``) for functions, ``"asyncio"`` (the
+                worker's event loop) for ``async def`` handlers, which are awaited
+                there: many at once on one thread, and cancelled for real at their
+                ``timeout`` or by ``stop(cancel=True)``.
         """
         if callable(service_id):
             raise ConfigurationError(
@@ -284,10 +307,11 @@ class Worker:
             "error_results": error_results,
             "on_orphan": on_orphan,
             "exclusive": exclusive,
+            "pool": pool,
         }
 
         def register(fn: _F) -> _F:
-            spec = HandlerSpec.build(fn, **options)
+            spec = HandlerSpec.build(fn, **options, pools=self._pools.keys())
             with self._cond:
                 if self.state is not WorkerState.NEW:
                     raise ConfigurationError(
@@ -334,8 +358,7 @@ class Worker:
             self._handlers,
             client=self._given_client,
             session=self._session,
-            given_pool=self._given_pool,
-            pool_factory=self._pool_factory,
+            pools=dict(self._pools),
         )
         if settings is not None:
             self.settings = settings
