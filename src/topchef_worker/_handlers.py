@@ -18,6 +18,7 @@ import attrs
 from . import _schemas
 from ._durations import to_seconds
 from ._ids import parse_id
+from ._retry import RetryPolicy
 from .exceptions import ConfigurationError
 
 __all__ = [
@@ -107,6 +108,8 @@ class HandlerSpec:
     exclusive: bool | None = None  # None: the worker's setting
     pool: str = "default"  # the name of the job pool it runs on
     is_async: bool = False  # a coroutine function, awaited on the worker's event loop
+    retry: RetryPolicy | None = None  # attempts again after an error in retry_on
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
 
     @property
     def label(self) -> str:
@@ -134,6 +137,8 @@ class HandlerSpec:
         exclusive: bool | None = None,
         pool: str | None = None,
         pools: Collection[str] = ("default", "asyncio"),
+        retry: RetryPolicy | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
     ) -> HandlerSpec:
         """Check every option and build the registration, or fail naming the problem.
 
@@ -141,6 +146,21 @@ class HandlerSpec:
         pass_job = accepts_job(fn)
         is_async = is_coroutine_function(fn)
         pool = _pool_for(fn, pool, is_async, pools)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(f"retry must be a RetryPolicy, got {retry!r:.80}")
+        retry_on = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+        if not retry_on or not all(
+            isinstance(kind, type) and issubclass(kind, BaseException) for kind in retry_on
+        ):
+            raise ConfigurationError(
+                f"retry_on must be an exception class or a tuple of them, got {retry_on!r:.80}"
+            )
+        extra: dict[str, Any] = {
+            "pool": pool,
+            "is_async": is_async,
+            "retry": retry,
+            "retry_on": retry_on,
+        }
         if concurrency is not None and (
             isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
         ):
@@ -179,8 +199,7 @@ class HandlerSpec:
                 pass_job=pass_job,
                 on_orphan=on_orphan,
                 exclusive=exclusive,
-                pool=pool,
-                is_async=is_async,
+                **extra,
             )
         missing = [key for key, value in spec_fields.items() if value is None]
         if missing:
@@ -221,8 +240,7 @@ class HandlerSpec:
             pass_job=pass_job,
             on_orphan=on_orphan,
             exclusive=exclusive,
-            pool=pool,
-            is_async=is_async,
+            **extra,
         )
 
 

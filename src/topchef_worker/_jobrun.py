@@ -103,6 +103,8 @@ class JobRun:
     started_at: float | None = None
     duration: float = 0.0
     call_ended: bool = True  # no handler call runs for it (yet, or any more)
+    attempt: int = 1  # of the handler's call (see handler retries)
+    retry_timer: Timer | None = None  # the next attempt is due then
 
     @property
     def id(self) -> str:

@@ -30,6 +30,7 @@ from .events import (
     JobCompleted,
     JobFailed,
     JobRequeued,
+    JobRetrying,
     PollFailed,
     RoleChanged,
 )
@@ -81,6 +82,12 @@ class PrometheusMetrics:
         self.poll_errors = prometheus.Counter(
             "topchef_worker_poll_errors", "Failed polls and claims.", ["service_id"], registry=r
         )
+        self.retries = prometheus.Counter(
+            "topchef_worker_job_retries",
+            "Handler attempts started again after an error in retry_on.",
+            ["service_id"],
+            registry=r,
+        )
         self.heartbeat_errors = prometheus.Counter(
             "topchef_worker_heartbeat_errors", "Failed heartbeats.", ["service_id"], registry=r
         )
@@ -110,6 +117,8 @@ class PrometheusMetrics:
             outcome = "failed" if event.delivered else "undelivered"
             self.jobs.labels(event.service_id, outcome).inc()
             self.duration.labels(event.service_id).observe(event.duration)
+        elif isinstance(event, JobRetrying):
+            self.retries.labels(event.service_id).inc()
         elif isinstance(event, JobRequeued):
             self.jobs.labels(event.service_id, "requeued").inc()
         elif isinstance(event, JobClaimed):

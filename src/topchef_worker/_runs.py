@@ -14,6 +14,7 @@ import time
 from concurrent.futures import BrokenExecutor, Future
 from typing import Any
 
+from ._attempts import next_attempt
 from ._capacity import Capacity
 from ._context import Context
 from ._delivery import Delivery
@@ -22,7 +23,7 @@ from ._jobrun import Decision, JobRun, Phase
 from ._logging import job_extra
 from ._pools import Pools, PoolUnavailableError
 from ._scheduler import Timer
-from .events import JobStarted
+from .events import JobRetrying, JobStarted
 from .exceptions import InvalidParametersError, JobTimeoutError
 
 __all__ = ["Runs"]
@@ -106,9 +107,16 @@ class Runs:
         if ctx.stopping.is_set():
             self.decide(run, Decision.requeue("the worker is stopping", started=False))
             return
+        self._submit(run)
+
+    def _submit(self, run: JobRun) -> None:
+        """Hand one attempt at *run* to its job pool."""
+        ctx, job, svc = self._ctx, run.job, run.service
+        first = run.attempt == 1
         with ctx.cond:
             run.call_ended = False
-            run.started_at = ctx.clock()
+            if first:
+                run.started_at = ctx.clock()
         try:
             future, pool = self._pools[svc.spec.pool].submit(
                 call_handler,
@@ -123,18 +131,25 @@ class Runs:
             _log.error(
                 "could not start job %s: %s", job.id, error, extra=job_extra(run.id, run.service.id)
             )
-            self.decide(run, Decision.requeue(f"the job pool refused it ({error})", started=False))
+            self.decide(
+                run, Decision.requeue(f"the job pool refused it ({error})", started=not first)
+            )
             return
         with ctx.cond:
             run.future, run.pool = future, pool
             if run.phase is Phase.CLAIMED:
                 run.move(Phase.SUBMITTED)
-            ctx.emit(JobStarted(time=time.time(), job_id=job.id, service_id=svc.id))
-            if svc.spec.timeout is not None:
-                run.deadline = Timer(f"deadline of job {job.id}", lambda: self._expire(run))
-                ctx.scheduler.arm(run.deadline, svc.spec.timeout)
+            if first:
+                ctx.emit(JobStarted(time=time.time(), job_id=job.id, service_id=svc.id))
+                if svc.spec.timeout is not None:
+                    run.deadline = Timer(f"deadline of job {job.id}", lambda: self._expire(run))
+                    ctx.scheduler.arm(run.deadline, svc.spec.timeout)
         _log.debug(
-            "job %s of service %s started", job.id, svc.id, extra=job_extra(run.id, run.service.id)
+            "job %s of service %s started (attempt %d)",
+            job.id,
+            svc.id,
+            run.attempt,
+            extra=job_extra(run.id, run.service.id),
         )
         future.add_done_callback(lambda done: self._ended(run, done))
 
@@ -156,16 +171,74 @@ class Runs:
                 )
                 return
         if future.cancelled():
-            decision = Decision.requeue("its job pool cancelled it", started=False)
+            decision = Decision.requeue("its job pool cancelled it", started=run.attempt > 1)
         elif future.exception() is not None:
             error = future.exception()
             assert error is not None
             if isinstance(error, BrokenExecutor) and run.pool is not None:
                 self._pools[run.service.spec.pool].broke(run.pool, error)
+            elif self._again(run, error):
+                return
             decision = Decision.failure(error)
         else:
             decision = Decision.result(future.result())
         self.decide(run, decision)
+
+    def _again(self, run: JobRun, error: BaseException) -> bool:
+        """Schedule another attempt at *run*, if its handler's retry policy allows
+        one after *error*; True if it did."""
+        ctx, svc = self._ctx, run.service
+        with ctx.cond:
+            if run.phase is not Phase.SUBMITTED or ctx.stopping.is_set():
+                return False
+            elapsed = ctx.clock() - (run.started_at or ctx.clock())
+            delay = next_attempt(svc.spec, run.attempt, error, elapsed, ctx.rand())
+            if delay is None:
+                return False
+            run.attempt += 1
+            ctx.counts["retries"] += 1
+            timeout = svc.spec.timeout
+            if run.deadline is not None and timeout is not None:
+                # The call's end cancelled it; the timeout counts from the first attempt.
+                ctx.scheduler.arm(run.deadline, max(0.0, timeout - elapsed))
+            run.retry_timer = Timer(f"attempt {run.attempt} at job {run.id}", lambda: None)
+            run.retry_timer.action = lambda: self._retry_due(run)
+            ctx.scheduler.arm(run.retry_timer, delay)
+            ctx.emit(
+                JobRetrying(
+                    time=time.time(),
+                    job_id=run.id,
+                    service_id=svc.id,
+                    attempt=run.attempt,
+                    delay=delay,
+                    error=f"{type(error).__name__}: {error}",
+                )
+            )
+        _log.warning(
+            "job %s: attempt %d failed (%s: %s); attempt %d in %.2g s",
+            run.id,
+            run.attempt - 1,
+            type(error).__name__,
+            error,
+            run.attempt,
+            delay,
+            extra=job_extra(run.id, svc.id),
+        )
+        return True
+
+    def _retry_due(self, run: JobRun) -> None:
+        """The next attempt is due (scheduler thread, lock held)."""
+        run.retry_timer = None
+        if run.phase is not Phase.SUBMITTED:
+            return  # decided meanwhile: its deadline, or a stop
+        self._ctx.launcher.launch(
+            self._ctx.io_pool,
+            f"attempt {run.attempt} at job {run.id}",
+            lambda: self._submit(run) if not self._ctx.stopping.is_set() else self._between(run),
+        )
+
+    def _between(self, run: JobRun) -> None:
+        self.decide(run, Decision.requeue("the worker stopped between two attempts", started=True))
 
     def _expire(self, run: JobRun) -> None:
         """A job's deadline passed (scheduler thread, lock held)."""
@@ -238,10 +311,24 @@ class Runs:
                 for run in self._runs.values()
                 if run.phase is Phase.SUBMITTED and run.future is not None and run.future.cancel()
             ]
+            waiting = [
+                run
+                for run in self._runs.values()
+                if run.phase is Phase.SUBMITTED and run.retry_timer is not None
+            ]
+            for run in waiting:
+                timer, run.retry_timer = run.retry_timer, None
+                if timer is not None:
+                    self._ctx.scheduler.cancel(timer)
         for run in queued:
             self.decide(
-                run, Decision.requeue("it had not started when the worker stopped", started=False)
+                run,
+                Decision.requeue(
+                    "it had not started when the worker stopped", started=run.attempt > 1
+                ),
             )
+        for run in waiting:
+            self._between(run)
 
     def interrupt_running(self) -> None:
         """Requeue every job whose outcome is not decided (stop's timeout expired)."""

@@ -353,5 +353,6 @@ def stats_without_runtime(
         undelivered=counts["undelivered"] + owed,
         pool_rebuilds=counts["pool_rebuilds"],
         task_errors=counts["task_errors"],
+        retries=counts["retries"],
         roles=roles or {},
     )

@@ -59,6 +59,8 @@ class WorkerStats:
         pool_rebuilds: Times a broken job pool was replaced.
         task_errors: Background tasks that raised (each one logged with its
             traceback).
+        retries: Attempts a handler got again after raising an error its
+            ``retry_on`` names.
         roles: Per service id, whether this worker serves it (active), waits for
             another worker that does (standby), or shares it (shared).
     """
@@ -79,6 +81,7 @@ class WorkerStats:
     undelivered: int = 0
     pool_rebuilds: int = 0
     task_errors: int = 0
+    retries: int = 0
     roles: dict[str, ServiceRole] = attrs.field(factory=dict, hash=False)
 
 

@@ -255,6 +255,8 @@ class Worker:
         on_orphan: str = "requeue",
         exclusive: bool | None = None,
         pool: str | None = None,
+        retry: RetryPolicy | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     ) -> Callable[[_F], _F]:
         """Register the decorated function as the handler of one service.
 
@@ -288,6 +290,11 @@ class Worker:
                 worker's event loop) for ``async def`` handlers, which are awaited
                 there: many at once on one thread, and cancelled for real at their
                 ``timeout`` or by ``stop(cancel=True)``.
+            retry: Run the handler again, after this policy's waits, when it raised
+                one of ``retry_on`` (say an instrument that was busy), before the job
+                ends ERROR.  The job keeps its slot between attempts, and its
+                ``timeout`` counts from the first.  By default, no retries.
+            retry_on: The exception class (or tuple of them) worth another attempt.
         """
         if callable(service_id):
             raise ConfigurationError(
@@ -308,6 +315,8 @@ class Worker:
             "on_orphan": on_orphan,
             "exclusive": exclusive,
             "pool": pool,
+            "retry": retry,
+            "retry_on": retry_on,
         }
 
         def register(fn: _F) -> _F:

@@ -22,6 +22,7 @@ __all__ = [
     "JobCompleted",
     "JobFailed",
     "JobRequeued",
+    "JobRetrying",
     "JobStarted",
     "PollFailed",
     "RoleChanged",
@@ -82,6 +83,18 @@ class JobRequeued(Event):
     job_id: str
     service_id: str
     reason: str
+
+
+@attrs.frozen(kw_only=True)
+class JobRetrying(Event):
+    """A job's handler raised an error its ``retry_on`` names: ``attempt`` (2 for the
+    first retry) starts after ``delay`` seconds."""
+
+    job_id: str
+    service_id: str
+    attempt: int
+    delay: float
+    error: str
 
 
 @attrs.frozen(kw_only=True)
