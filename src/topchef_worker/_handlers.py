@@ -110,6 +110,7 @@ class HandlerSpec:
     is_async: bool = False  # a coroutine function, awaited on the worker's event loop
     retry: RetryPolicy | None = None  # attempts again after an error in retry_on
     retry_on: tuple[type[BaseException], ...] = (Exception,)
+    on_crash: str = "error"  # its process died: "error" or "requeue"
 
     @property
     def label(self) -> str:
@@ -139,6 +140,7 @@ class HandlerSpec:
         pools: Collection[str] = ("default", "asyncio"),
         retry: RetryPolicy | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+        on_crash: str = "error",
     ) -> HandlerSpec:
         """Check every option and build the registration, or fail naming the problem.
 
@@ -155,7 +157,10 @@ class HandlerSpec:
             raise ConfigurationError(
                 f"retry_on must be an exception class or a tuple of them, got {retry_on!r:.80}"
             )
+        if on_crash not in ("requeue", "error"):
+            raise ConfigurationError(f'on_crash must be "error" or "requeue", got {on_crash!r}')
         extra: dict[str, Any] = {
+            "on_crash": on_crash,
             "pool": pool,
             "is_async": is_async,
             "retry": retry,

@@ -105,6 +105,7 @@ class JobRun:
     call_ended: bool = True  # no handler call runs for it (yet, or any more)
     attempt: int = 1  # of the handler's call (see handler retries)
     retry_timer: Timer | None = None  # the next attempt is due then
+    breaks: int = 0  # times its pool broke while it ran (see _crashes)
 
     @property
     def id(self) -> str:

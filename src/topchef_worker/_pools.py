@@ -15,14 +15,30 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import (
+    BrokenExecutor,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+)
 from typing import Any
 
 from ._eventloop import LoopExecutor
+from ._execution import check_picklable
 from ._health import HealthMonitor
+from .exceptions import ConfigurationError
 
-__all__ = ["DEFAULT", "EVENT_LOOP", "JobPool", "PoolSource", "PoolUnavailableError", "Pools"]
+__all__ = [
+    "DEFAULT",
+    "EVENT_LOOP",
+    "JobPool",
+    "PoolSource",
+    "PoolUnavailableError",
+    "Pools",
+    "unpicklable",
+]
 
 #: The pool of handlers that name none: ``job_pool``, a thread pool by default.
 DEFAULT = "default"
@@ -72,6 +88,11 @@ class JobPool:
     def open(self) -> None:
         """Make (or take) the pool."""
         self._pool = self._given if self._given is not None else self._factory()
+
+    @property
+    def current(self) -> Executor | None:
+        """The executor jobs go to now."""
+        return self._pool
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> tuple[Future[Any], Executor]:
         """Submit a call; raise :class:`PoolUnavailableError` if the pool refuses it."""
@@ -178,9 +199,20 @@ class Pools:
     def __getitem__(self, name: str) -> JobPool:
         return self._pools[name]
 
-    def open(self) -> None:
+    def open(self, handlers: Iterable[tuple[str, Callable[..., Any]]]) -> None:
+        """Make (or take) every pool, and check that the *handlers* (pool name and
+        function) bound for a process pool pickle: a function that does not would
+        fail every one of its jobs.  Raises :class:`ConfigurationError` naming the
+        function, with every pool closed again."""
         for pool in self._pools.values():
             pool.open()
+        for name, fn in handlers:
+            if not isinstance(self._pools[name].current, ProcessPoolExecutor):
+                continue
+            problem = check_picklable(fn)
+            if problem is not None:
+                self.close(wait=False)
+                raise ConfigurationError(unpicklable(fn, name, problem))
 
     @property
     def unusable(self) -> str | None:
@@ -190,6 +222,16 @@ class Pools:
     def close(self, *, wait: bool) -> None:
         for pool in self._pools.values():
             pool.close(wait=wait)
+
+
+def unpicklable(fn: Callable[..., Any], pool: str, problem: str) -> str:
+    """The message for a handler that cannot be sent to process pool *pool*."""
+    name = getattr(fn, "__qualname__", repr(fn))
+    return (
+        f"handler {name} cannot run on pool {pool!r}, a process pool: it does not pickle "
+        f"({problem}); define it at the top level of a module (a lambda, a closure or a "
+        "function defined inside another cannot be sent to another process)"
+    )
 
 
 def _cannot_make(name: str) -> Callable[[], Executor]:

@@ -17,6 +17,7 @@ from typing import Any
 from ._attempts import next_attempt
 from ._capacity import Capacity
 from ._context import Context
+from ._crashes import Isolation
 from ._delivery import Delivery
 from ._execution import call_handler
 from ._jobrun import Decision, JobRun, Phase
@@ -24,7 +25,7 @@ from ._logging import job_extra
 from ._pools import Pools, PoolUnavailableError
 from ._scheduler import Timer
 from .events import JobRetrying, JobStarted
-from .exceptions import InvalidParametersError, JobTimeoutError
+from .exceptions import InvalidParametersError, JobCrashedError, JobTimeoutError
 
 __all__ = ["Runs"]
 
@@ -41,6 +42,7 @@ class Runs:
         self._ctx = ctx
         self._capacity = capacity
         self._pools = pools
+        self._isolation = Isolation()
         self._runs: dict[str, JobRun] = {}
         self._overruns: set[JobRun] = set()
         # When this worker last settled each recent job, so that a poll answered
@@ -109,14 +111,24 @@ class Runs:
             return
         self._submit(run)
 
-    def _submit(self, run: JobRun) -> None:
-        """Hand one attempt at *run* to its job pool."""
+    def _submit(self, run: JobRun, *, alone: bool = False) -> None:
+        """Hand one attempt at *run* to its job pool (*alone*: as the one job the
+        pool runs, to learn whether it is the one that breaks it)."""
         ctx, job, svc = self._ctx, run.job, run.service
-        first = run.attempt == 1
         with ctx.cond:
-            run.call_ended = False
-            if first:
-                run.started_at = ctx.clock()
+            if run.phase not in (Phase.CLAIMED, Phase.SUBMITTED):
+                decided = True  # while it waited its turn
+            else:
+                decided = False
+                if not alone and not self._isolation.admit(svc.spec.pool, run):
+                    return  # it waits its turn behind the jobs tried alone
+                first = run.started_at is None
+                run.call_ended = False
+                if first:
+                    run.started_at = ctx.clock()
+        if decided:
+            self._kick(run)
+            return
         try:
             future, pool = self._pools[svc.spec.pool].submit(
                 call_handler,
@@ -134,9 +146,11 @@ class Runs:
             self.decide(
                 run, Decision.requeue(f"the job pool refused it ({error})", started=not first)
             )
+            self._kick(run)
             return
         with ctx.cond:
             run.future, run.pool = future, pool
+            self._isolation.started(svc.spec.pool, run, pool, alone=alone)
             if run.phase is Phase.CLAIMED:
                 run.move(Phase.SUBMITTED)
             if first:
@@ -158,6 +172,8 @@ class Runs:
         ctx = self._ctx
         with ctx.cond:
             run.call_ended = True
+            if run.pool is not None:
+                self._isolation.ended(run, run.pool)
             if run.started_at is not None and run.phase is not Phase.SETTLED:
                 run.duration = max(run.duration, ctx.clock() - run.started_at)
             if run.deadline is not None:
@@ -169,20 +185,77 @@ class Runs:
                     run.id,
                     extra=job_extra(run.id, run.service.id),
                 )
+                self._kick(run)
                 return
+        decision: Decision | None
         if future.cancelled():
             decision = Decision.requeue("its job pool cancelled it", started=run.attempt > 1)
         elif future.exception() is not None:
             error = future.exception()
             assert error is not None
             if isinstance(error, BrokenExecutor) and run.pool is not None:
-                self._pools[run.service.spec.pool].broke(run.pool, error)
+                decision = self._broken(run, error)
+                if decision is None:
+                    return  # tried again, alone
             elif self._again(run, error):
                 return
-            decision = Decision.failure(error)
+            else:
+                decision = Decision.failure(error)
         else:
             decision = Decision.result(future.result())
         self.decide(run, decision)
+        self._kick(run)
+
+    def _broken(self, run: JobRun, error: BaseException) -> Decision | None:
+        """*run*'s pool broke while it ran: to blame it, the decision; else None, and
+        it is tried again, alone, in the pool that replaced the broken one."""
+        ctx, svc = self._ctx, run.service
+        assert run.pool is not None
+        pools = self._pools[svc.spec.pool]
+        pools.broke(run.pool, error)
+        if pools.unusable is not None:
+            return Decision.requeue(f"its job pool broke ({error})", started=True)
+        with ctx.cond:
+            if run.phase is not Phase.SUBMITTED:
+                return Decision.failure(error)  # decided already: this one is ignored
+            if not self._isolation.broke(svc.spec.pool, run):
+                timeout = svc.spec.timeout
+                if run.deadline is not None and timeout is not None:
+                    elapsed = ctx.clock() - (run.started_at or ctx.clock())
+                    ctx.scheduler.arm(run.deadline, max(0.0, timeout - elapsed))
+                suspect = True
+            else:
+                suspect = False
+        if suspect:
+            _log.warning(
+                "job %s: its job pool broke while it ran (%s); trying it again, alone",
+                run.id,
+                error,
+                extra=job_extra(run.id, svc.id),
+            )
+            self._kick(run)
+            return None
+        crashed = JobCrashedError(
+            f"job {run.id}: the process running its handler died ({error})",
+            job_id=run.id,
+            service_id=svc.id,
+        )
+        _log.error("%s", crashed, extra=job_extra(run.id, svc.id))
+        if svc.spec.on_crash == "requeue":
+            return Decision.requeue(str(crashed), started=True)
+        return Decision.failure(crashed)
+
+    def _kick(self, run: JobRun) -> None:
+        """*run*'s call ended: start the next job waiting its turn in its pool."""
+        pool = run.service.spec.pool
+        with self._ctx.cond:
+            following = self._isolation.next(pool, run)
+        if following is not None:
+            self._ctx.launcher.launch(
+                self._ctx.io_pool,
+                f"job {following.id}, alone in its pool",
+                lambda: self._submit(following, alone=True),
+            )
 
     def _again(self, run: JobRun, error: BaseException) -> bool:
         """Schedule another attempt at *run*, if its handler's retry policy allows
@@ -329,6 +402,15 @@ class Runs:
             )
         for run in waiting:
             self._between(run)
+        with self._ctx.cond:
+            turns = self._isolation.drain()
+        for run in turns:
+            self.decide(
+                run,
+                Decision.requeue(
+                    "it was waiting its turn when the worker stopped", started=run.breaks > 0
+                ),
+            )
 
     def interrupt_running(self) -> None:
         """Requeue every job whose outcome is not decided (stop's timeout expired)."""

@@ -111,7 +111,7 @@ class Runtime:
     def begin(self, left: tuple[list[Outcome], dict[str, str]]) -> None:
         """Open the job pool, start the scheduler, beat and poll, and settle what
         an earlier run *left* (its outbox and journal)."""
-        self.pools.open()
+        self.pools.open((svc.spec.pool, svc.spec.fn) for svc in self.services)
         self.ctx.scheduler.start()
         outcomes, claims = left
         kept = {outcome.job_id for outcome in outcomes}  # delivered, not put back

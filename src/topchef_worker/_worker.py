@@ -27,7 +27,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -35,12 +35,13 @@ import attrs
 import requests
 
 from ._client import DEFAULT_TIMEOUT, TimeoutLike, TopChefClient
+from ._execution import check_picklable
 from ._handlers import ErrorResults, HandlerSpec, add_handler
 from ._health import HealthMonitor
 from ._lifecycle import Lifecycle
 from ._listeners import Listener, Listeners
 from ._models import Service
-from ._pools import DEFAULT, EVENT_LOOP, PoolSource
+from ._pools import DEFAULT, EVENT_LOOP, PoolSource, unpicklable
 from ._retry import RetryPolicy
 from ._runner import Runner
 from ._runtime import stats_without_runtime
@@ -257,6 +258,7 @@ class Worker:
         pool: str | None = None,
         retry: RetryPolicy | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        on_crash: str = "error",
     ) -> Callable[[_F], _F]:
         """Register the decorated function as the handler of one service.
 
@@ -295,6 +297,10 @@ class Worker:
                 ends ERROR.  The job keeps its slot between attempts, and its
                 ``timeout`` counts from the first.  By default, no retries.
             retry_on: The exception class (or tuple of them) worth another attempt.
+            on_crash: What becomes of a job whose handler's process died (its
+                process pool broke while the job ran alone in it): ``"error"``
+                ends it ERROR with :class:`JobCrashedError`, ``"requeue"`` puts it
+                back.  The other jobs in flight in the broken pool run again.
         """
         if callable(service_id):
             raise ConfigurationError(
@@ -317,10 +323,16 @@ class Worker:
             "pool": pool,
             "retry": retry,
             "retry_on": retry_on,
+            "on_crash": on_crash,
         }
 
         def register(fn: _F) -> _F:
             spec = HandlerSpec.build(fn, **options, pools=self._pools.keys())
+            given = self._pools.get(spec.pool)
+            if isinstance(given, ProcessPoolExecutor):
+                problem = check_picklable(fn)
+                if problem is not None:
+                    raise ConfigurationError(unpicklable(fn, spec.pool, problem))
             with self._cond:
                 if self.state is not WorkerState.NEW:
                     raise ConfigurationError(

@@ -15,7 +15,10 @@
     │   │                            what ``error_results`` callables receive
     │   ├── InvalidParametersError   parameters fail the registration schema
     │   ├── InvalidResultsError      a handler returned something that cannot be sent
+    │   ├── JobCrashedError          the process running a handler died
     │   └── JobTimeoutError          a handler ran past its ``timeout``
+    ├── HandlerError                 a handler's exception that could not travel back
+    │                                from a process pool (``type_name``)
     ├── TransportError               no answer: connection refused or reset, ...
     │   └── RequestTimeoutError      ... or the connect / read timeout expired
     └── ResponseError                an answer, but not the one asked for
@@ -50,9 +53,11 @@ if TYPE_CHECKING:
 __all__ = [
     "ClientError",
     "ConfigurationError",
+    "HandlerError",
     "InvalidParametersError",
     "InvalidRequestError",
     "InvalidResultsError",
+    "JobCrashedError",
     "JobError",
     "JobNotFoundError",
     "JobTimeoutError",
@@ -160,6 +165,20 @@ class JobTimeoutError(JobError):
     def __init__(self, message: str, *, job_id: str, service_id: str, seconds: float) -> None:
         super().__init__(message, job_id=job_id, service_id=service_id)
         self.seconds = seconds
+
+
+class JobCrashedError(JobError):
+    """The process running the handler died (the process pool broke while this job
+    ran alone in it, so it was this job's doing)."""
+
+
+class HandlerError(TopChefError):
+    """A handler in a process pool raised an exception that cannot travel back to
+    the worker (it does not pickle); ``type_name`` and the message say what it was."""
+
+    def __init__(self, message: str, *, type_name: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
 
 
 class TransportError(TopChefError):
