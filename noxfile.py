@@ -69,6 +69,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/suite.py", "--docs", *session.posargs)
     results = "benchmarks/results"
     session.run("python", "benchmarks/async_jobs.py", "--json", f"{results}/async_jobs.json")
+    session.install(".[dask]")
+    session.run("python", "benchmarks/dask_pool.py", "--json", f"{results}/dask_pool.json")
     # Worker processes on one service: one active (targets checked), then shared.
     session.run(
         "python",

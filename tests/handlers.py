@@ -42,3 +42,14 @@ def raise_unpicklable(parameters: dict[str, Any]) -> dict[str, Any]:
         raise TwoPartError("the lamp", "the grating")
     time.sleep(parameters.get("seconds", 0.0))
     return {"pid": os.getpid()}
+
+
+def die_once(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Kill this process the first time (marked by creating ``marker``), then
+    succeed: a cluster that reruns the call elsewhere completes the job."""
+    try:
+        with open(parameters["marker"], "x"):
+            pass
+    except FileExistsError:
+        return {"pid": os.getpid()}
+    os._exit(1)
