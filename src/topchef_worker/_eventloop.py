@@ -56,6 +56,7 @@ class LoopExecutor(Executor):
                 self._loop.close()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run ``fn(*args, **kwargs)`` on the loop, awaiting what it returns."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot schedule new calls after shutdown")

@@ -38,9 +38,11 @@ class DaskExecutor(Executor):
         self._executor: Executor = client.get_executor(pure=False)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run ``fn(*args, **kwargs)`` on the cluster, as a future."""
         return self._executor.submit(fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Submit nothing more; with *cancel_futures*, cancel what has not run."""
         # distributed's executor cancels what is pending when it does not wait.
         self._executor.shutdown(wait=wait and not cancel_futures)
         if self._close_client:
