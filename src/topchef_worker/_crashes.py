@@ -41,15 +41,13 @@ class Isolation:
             return False
         return True
 
-    def started(self, pool: str, run: JobRun, executor: Executor, *, alone: bool) -> None:
-        """*run*'s call went to *executor* (*alone*: as the one job tried alone)."""
+    def started(self, run: JobRun, executor: Executor) -> None:
+        """*run*'s call went to *executor*."""
         calls = self._calls.setdefault(id(executor), set())
         if calls:
             self._company.add(run)
             self._company.update(calls)
         calls.add(run)
-        if alone:
-            self._alone[pool] = run
 
     def ended(self, run: JobRun, executor: Executor) -> None:
         """*run*'s call on *executor* ended."""
@@ -80,7 +78,8 @@ class Isolation:
         if not queue:
             self._queue.pop(pool, None)
             return None
-        return queue.popleft()
+        following = self._alone[pool] = queue.popleft()  # the pool's turn is its now
+        return following
 
     def drain(self) -> list[JobRun]:
         """Every job still waiting its turn (the worker stops)."""

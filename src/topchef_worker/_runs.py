@@ -150,7 +150,7 @@ class Runs:
             return
         with ctx.cond:
             run.future, run.pool = future, pool
-            self._isolation.started(svc.spec.pool, run, pool, alone=alone)
+            self._isolation.started(run, pool)
             if run.phase is Phase.CLAIMED:
                 run.move(Phase.SUBMITTED)
             if first:
