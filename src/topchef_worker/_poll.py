@@ -170,7 +170,7 @@ class Polling:
         try:
             found = self._read(svc, len(held))
             for job in found:
-                if ctx.stopping.is_set() or not svc.serving:
+                if ctx.stopping.is_set() or not self._may_claim(svc):
                     break
                 claimed += self._take(svc, job, held)
         except ResponseTooLargeError as error:
@@ -358,12 +358,12 @@ class Polling:
             # Bounded, so that an outage does not hold an I/O thread per service: a
             # claim not confirmed in time is put back like any other outcome.
             confirmed = self._claim_policy.call(
-                lambda: ctx.client.update_job(job.id, status=JobStatus.WORKING),
+                lambda: self._send_claim(svc, job),
                 stop=ctx.stopping,
                 on_retry=self._on_retry(job.id, svc.id),
                 rand=ctx.rand,
             )
-        except JobNotFoundError:
+        except (JobNotFoundError, _LeaseLapsedError):
             self._journal_done(job.id)
             return None, None
         except TopChefError as error:
@@ -386,6 +386,19 @@ class Polling:
                 self.claiming.discard(job.id)
         ctx.health.answered("claims")
         return attrs.evolve(confirmed, service_id=svc.id), None
+
+    def _may_claim(self, svc: ServiceRun) -> bool:
+        """Whether *svc* may be claimed from now: this worker serves it, and (for an
+        exclusive service) has checked in lately.  Read again before each claim: a
+        worker paused mid-poll (a VM, SIGSTOP) must not claim from a queue it read
+        before another worker took over."""
+        lease = svc.lease
+        return svc.serving and (lease is None or lease.claimable(self._ctx.clock()))
+
+    def _send_claim(self, svc: ServiceRun, job: Job) -> Job:
+        if not self._may_claim(svc):
+            raise _LeaseLapsedError(f"not claiming job {job.id}: the lease of {svc.id} lapsed")
+        return self._ctx.client.update_job(job.id, status=JobStatus.WORKING)
 
     def _journal_done(self, job_id: str) -> None:
         if self._ctx.journal is not None:
@@ -454,3 +467,7 @@ class Polling:
 
 class _NotClaimedError(TopChefError):
     """The journal could not record a claim, so the job was not claimed."""
+
+
+class _LeaseLapsedError(TopChefError):
+    """The service's lease lapsed (or was lost) before the claim was sent."""

@@ -38,6 +38,9 @@ __all__ = ["Standby"]
 
 _log = logging.getLogger("topchef_worker")
 
+#: Seconds a release at stop is tried for (well within ``STOP_MARGIN``).
+_RELEASE_TIME = 2.5
+
 
 class Standby:
     """Steps the lease of every exclusive service, and turns services on and off."""
@@ -315,17 +318,26 @@ class Standby:
     def _release(self, svc: ServiceRun) -> None:
         lease = svc.lease
         assert lease is not None
-        try:
-            released = lease.release(self._ctx.requests)
-        except TopChefError as error:
-            _log.warning(
-                "could not release service %s (%s): a standby takes over once it has "
-                "not checked in for its timeout",
-                svc.id,
-                error,
-                extra={"service_id": svc.id},
-            )
-            return
+        ctx = self._ctx
+        # Tried again for a few seconds: one lost answer must not make a standby wait
+        # a whole timeout.  Within the stop's margin, and cut short by a hurried stop.
+        give_up_at = ctx.clock() + _RELEASE_TIME
+        wait = 0.1
+        while True:
+            try:
+                released = lease.release(ctx.requests)
+                break
+            except TopChefError as error:
+                if ctx.clock() + wait > give_up_at or ctx.hurry.wait(wait):
+                    _log.warning(
+                        "could not release service %s (%s): a standby takes over once it "
+                        "has not checked in for its timeout",
+                        svc.id,
+                        error,
+                        extra={"service_id": svc.id},
+                    )
+                    return
+                wait *= 2
         with self._ctx.cond:
             self._heartbeats.pause(svc)  # the next holder checks in from now on
         if released:
