@@ -81,6 +81,10 @@ class Isolation:
         following = self._alone[pool] = queue.popleft()  # the pool's turn is its now
         return following
 
+    def has_turn(self, pool: str, run: JobRun) -> bool:
+        """Whether *run* is the job *pool* runs alone now."""
+        return self._alone.get(pool) is run
+
     def drain(self) -> list[JobRun]:
         """Every job still waiting its turn (the worker stops)."""
         runs = [run for queue in self._queue.values() for run in queue]

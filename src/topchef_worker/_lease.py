@@ -399,7 +399,6 @@ class Lease:
         """
         sent_at = self._clock()
         client.check_in(self.service_id)
-        self.renewed_at = sent_at
         try:
             view = self._read(client, detail=False, fresh=self._clock() - sent_at)
         except ServiceNotFoundError:
@@ -410,8 +409,12 @@ class Lease:
                 self.service_id,
                 error,
             )
+            self.renewed_at = sent_at  # no sign of another holder
             return None
         if view.marker == self.identity.marker():
+            # Renewed only now: a worker resumed after a pause must not claim on the
+            # strength of a check-in before it knows the lease is still its own.
+            self.renewed_at = sent_at
             return None
         self.holder = view.marker
         if view.marker is None:

@@ -204,8 +204,12 @@ class Pools:
         function) bound for a process pool pickle: a function that does not would
         fail every one of its jobs.  Raises :class:`ConfigurationError` naming the
         function, with every pool closed again."""
-        for pool in self._pools.values():
-            pool.open()
+        try:
+            for pool in self._pools.values():
+                pool.open()
+        except BaseException:
+            self.close(wait=False)  # the pools made so far
+            raise
         for name, fn in handlers:
             if not isinstance(self._pools[name].current, ProcessPoolExecutor):
                 continue

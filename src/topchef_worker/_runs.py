@@ -180,6 +180,9 @@ class Runs:
                 ctx.scheduler.cancel(run.deadline)
             if run.phase is Phase.SETTLED:
                 self._call_done(run)
+                late = None if future.cancelled() else future.exception()
+                if isinstance(late, BrokenExecutor) and run.pool is not None:
+                    self._pools[run.service.spec.pool].broke(run.pool, late)
                 _log.info(
                     "job %s finished after its outcome was decided; result discarded",
                     run.id,
@@ -197,10 +200,10 @@ class Runs:
                 decision = self._broken(run, error)
                 if decision is None:
                     return  # tried again, alone
-            elif self._again(run, error):
-                return
             else:
-                decision = Decision.failure(error)
+                decision = self._after_failure(run, error)
+                if decision is None:
+                    return  # another attempt is scheduled
         else:
             decision = Decision.result(future.result())
         self.decide(run, decision)
@@ -257,17 +260,22 @@ class Runs:
                 lambda: self._submit(following, alone=True),
             )
 
-    def _again(self, run: JobRun, error: BaseException) -> bool:
-        """Schedule another attempt at *run*, if its handler's retry policy allows
-        one after *error*; True if it did."""
+    def _after_failure(self, run: JobRun, error: BaseException) -> Decision | None:
+        """The decision after the handler raised *error*: None when another attempt
+        is scheduled (its retry policy allows one), a requeue when it would be but
+        the worker is stopping, else the failure."""
         ctx, svc = self._ctx, run.service
         with ctx.cond:
-            if run.phase is not Phase.SUBMITTED or ctx.stopping.is_set():
-                return False
+            if run.phase is not Phase.SUBMITTED:
+                return Decision.failure(error)  # decided already: ignored
             elapsed = ctx.clock() - (run.started_at or ctx.clock())
             delay = next_attempt(svc.spec, run.attempt, error, elapsed, ctx.rand())
             if delay is None:
-                return False
+                return Decision.failure(error)
+            if ctx.stopping.is_set():
+                return Decision.requeue(
+                    "the worker stopped before it could be tried again", started=True
+                )
             run.attempt += 1
             ctx.counts["retries"] += 1
             timeout = svc.spec.timeout
@@ -297,21 +305,28 @@ class Runs:
             delay,
             extra=job_extra(run.id, svc.id),
         )
-        return True
+        return None
 
     def _retry_due(self, run: JobRun) -> None:
         """The next attempt is due (scheduler thread, lock held)."""
         run.retry_timer = None
         if run.phase is not Phase.SUBMITTED:
             return  # decided meanwhile: its deadline, or a stop
+        # A job tried alone in a pool that broke keeps the pool's turn.
+        alone = self._isolation.has_turn(run.service.spec.pool, run)
         self._ctx.launcher.launch(
             self._ctx.io_pool,
             f"attempt {run.attempt} at job {run.id}",
-            lambda: self._submit(run) if not self._ctx.stopping.is_set() else self._between(run),
+            lambda: (
+                self._submit(run, alone=alone)
+                if not self._ctx.stopping.is_set()
+                else self._between(run)
+            ),
         )
 
     def _between(self, run: JobRun) -> None:
         self.decide(run, Decision.requeue("the worker stopped between two attempts", started=True))
+        self._kick(run)
 
     def _expire(self, run: JobRun) -> None:
         """A job's deadline passed (scheduler thread, lock held)."""
@@ -333,8 +348,15 @@ class Runs:
                 )
             ),
         )
-        if run.future is not None:
-            run.future.cancel()
+        if run.future is not None and not run.future.cancel():
+            self._interrupt(run)  # a coroutine (or a Dask task) can be stopped
+        self._kick(run)
+
+    def _interrupt(self, run: JobRun) -> None:
+        """Stop *run*'s running call, if its pool can (an event loop, a cluster)."""
+        interrupt = getattr(run.pool, "interrupt", None)
+        if callable(interrupt) and run.future is not None:
+            interrupt(run.future)
 
     def decide(self, run: JobRun, decision: Decision) -> None:
         """Decide *run*'s outcome, if nothing did first, and deliver it."""
@@ -384,15 +406,7 @@ class Runs:
                 for run in self._runs.values()
                 if run.phase is Phase.SUBMITTED and run.future is not None and run.future.cancel()
             ]
-            waiting = [
-                run
-                for run in self._runs.values()
-                if run.phase is Phase.SUBMITTED and run.retry_timer is not None
-            ]
-            for run in waiting:
-                timer, run.retry_timer = run.retry_timer, None
-                if timer is not None:
-                    self._ctx.scheduler.cancel(timer)
+
         for run in queued:
             self.decide(
                 run,
@@ -400,8 +414,21 @@ class Runs:
                     "it had not started when the worker stopped", started=run.attempt > 1
                 ),
             )
-        for run in waiting:
-            self._between(run)
+        self.requeue_waiting()
+        with self._ctx.cond:
+            stoppable = [
+                run
+                for run in self._runs.values()
+                if run.phase is Phase.SUBMITTED
+                and run.future is not None
+                and not run.future.done()
+                and getattr(run.pool, "interrupts_at_stop", False)
+            ]
+        for run in stoppable:  # running coroutines: put back, then cancelled
+            self.decide(
+                run, Decision.requeue("it was cancelled when the worker stopped", started=True)
+            )
+            self._interrupt(run)
         with self._ctx.cond:
             turns = self._isolation.drain()
         for run in turns:
@@ -411,6 +438,22 @@ class Runs:
                     "it was waiting its turn when the worker stopped", started=run.breaks > 0
                 ),
             )
+
+    def requeue_waiting(self) -> None:
+        """Put back the jobs waiting between two attempts: a stop will not wait for
+        an attempt it would not start."""
+        with self._ctx.cond:
+            waiting = [
+                run
+                for run in self._runs.values()
+                if run.phase is Phase.SUBMITTED and run.retry_timer is not None
+            ]
+            for run in waiting:
+                timer, run.retry_timer = run.retry_timer, None
+                if timer is not None:
+                    self._ctx.scheduler.cancel(timer)
+        for run in waiting:
+            self._between(run)
 
     def interrupt_running(self) -> None:
         """Requeue every job whose outcome is not decided (stop's timeout expired)."""
@@ -425,3 +468,5 @@ class Runs:
                     "it was still running when the worker's stop timeout expired", started=True
                 ),
             )
+            if getattr(run.pool, "interrupts_at_stop", False):
+                self._interrupt(run)

@@ -218,6 +218,7 @@ class Runtime:
         ctx = self.ctx
         self.polling.end()
         self.standby.end()  # a standby elsewhere takes over while running jobs finish
+        self.runs.requeue_waiting()  # an attempt it would not start
         if cancel():
             self.runs.requeue_unstarted()
         drained = self._wait(self.settled, deadline, cancel)

@@ -16,7 +16,7 @@ Needs the ``dask`` extra: ``pip install 'topchef-worker[dask]'``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import CancelledError, Executor, Future
 from typing import Any
 
 __all__ = ["DaskExecutor", "dask_pool"]
@@ -36,10 +36,37 @@ class DaskExecutor(Executor):
         self._close_client = close_client
         # Not pure: two jobs with the same parameters are two runs, not one result.
         self._executor: Executor = client.get_executor(pure=False)
+        self._inner: dict[Future[Any], Future[Any]] = {}
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        """Run ``fn(*args, **kwargs)`` on the cluster, as a future."""
-        return self._executor.submit(fn, *args, **kwargs)
+        """Run ``fn(*args, **kwargs)`` on the cluster, as a future.
+
+        The future is RUNNING at once (nobody here knows when the cluster starts
+        the task), so ``cancel()`` never takes a task that may be running; use
+        :meth:`interrupt` to cancel it on the cluster.
+        """
+        inner = self._executor.submit(fn, *args, **kwargs)
+        outer: Future[Any] = Future()
+        outer.set_running_or_notify_cancel()
+        self._inner[outer] = inner
+        inner.add_done_callback(lambda done: self._copy(done, outer))
+        return outer
+
+    def interrupt(self, future: Future[Any]) -> None:
+        """Cancel *future*'s task on the cluster (best effort: a task that runs
+        finishes its call)."""
+        inner = self._inner.get(future)
+        if inner is not None:
+            inner.cancel()
+
+    def _copy(self, inner: Future[Any], outer: Future[Any]) -> None:
+        self._inner.pop(outer, None)
+        if inner.cancelled():
+            outer.set_exception(CancelledError())
+        elif inner.exception() is not None:
+            outer.set_exception(inner.exception())
+        else:
+            outer.set_result(inner.result())
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Submit nothing more; with *cancel_futures*, cancel what has not run."""
