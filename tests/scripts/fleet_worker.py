@@ -1,18 +1,21 @@
 """One worker of a fleet: several of these processes serve one service at once.
 
 Usage: python fleet_worker.py URL SERVICE_ID LOG_PATH [--max-jobs N] [--job-seconds S]
-[--shared] [--heartbeat-interval S].
+[--shared] [--heartbeat-interval S] [--journal PATH] [--retry fast|default].
 
 The handler appends ``start <job_id> <pid> <time>`` to LOG_PATH before its work and
 ``end <job_id> <pid> <time>`` after (Unix seconds, so that lines from different
 processes compare), each with one ``os.write`` on an ``O_APPEND`` descriptor: the
 processes share the file and no line can be torn or interleaved.  Two lines, not one
 written at the end, so that a job whose process was killed -9 still shows that it
-started.  On stdout, flushed: ``state <STATE>`` at every state change and
-``claimed <job_id>`` at every claim, for a harness to wait on.
+started.  On stdout, flushed: ``state <STATE>`` at every state change, ``role <role>
+<reason>`` at every role change and ``claimed <job_id>`` at every claim, for a harness
+to wait on.
 
 ``--shared`` passes ``exclusive=False``: every worker claims, instead of one active
-worker while the others stand by.
+worker while the others stand by.  ``--journal`` gives the worker a journal;
+``--retry default`` keeps the worker's own retry policy (waits up to 30 s) instead of
+a quick one (waits up to 0.2 s).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import time
 from typing import Any
 
 from topchef_worker import Job, RetryPolicy, Worker
-from topchef_worker.events import Event, JobClaimed, StateChanged
+from topchef_worker.events import Event, JobClaimed, RoleChanged, StateChanged
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -37,6 +40,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--job-seconds", type=float, default=0.0)
     parser.add_argument("--shared", action="store_true", help="Worker(exclusive=False)")
     parser.add_argument("--heartbeat-interval", type=float, default=None)
+    parser.add_argument("--journal", default=None)
+    parser.add_argument("--retry", choices=["fast", "default"], default="fast")
     return parser.parse_args(argv)
 
 
@@ -44,6 +49,8 @@ def say(event: Event) -> None:
     """Print what a harness waits on; flushed, since stdout is a pipe."""
     if isinstance(event, StateChanged):
         print(f"state {event.new}", flush=True)
+    elif isinstance(event, RoleChanged):
+        print(f"role {event.role} {event.reason}", flush=True)
     elif isinstance(event, JobClaimed):
         print(f"claimed {event.job_id}", flush=True)
 
@@ -68,10 +75,13 @@ def main(argv: list[str]) -> None:
         settings["exclusive"] = False
     if args.heartbeat_interval is not None:
         settings["heartbeat_interval"] = args.heartbeat_interval
+    if args.retry == "fast":
+        settings["retry"] = RetryPolicy.forever(initial=0.01, maximum=0.2)
+    if args.journal is not None:
+        settings["journal"] = args.journal
     worker = Worker(
         args.url,
         max_jobs=args.max_jobs,
-        retry=RetryPolicy.forever(initial=0.01, maximum=0.2),
         min_poll_interval=0.005,
         poll_interval=0.2,
         **settings,
