@@ -180,6 +180,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         try:
             yield made
         finally:
+            server.faults.clear()
             for worker in made.workers:
                 worker.kill()
 

@@ -25,7 +25,7 @@ import attrs
 from ._capacity import Capacity, Slot
 from ._context import Context
 from ._jobrun import Decision, JobRun
-from ._ledger import LedgerError
+from ._ledger import LedgerError, Outcome
 from ._logging import job_extra
 from ._models import Job, JobStatus
 from ._policy import poll_delay
@@ -272,6 +272,9 @@ class Polling:
             claimed = unconfirmed = None  # another worker claimed it since the read
         else:
             claimed, unconfirmed = self._claim(svc, job)
+        if claimed is not None and claimed.results is not None and not self._may_claim(svc):
+            self._restore(svc, claimed)
+            claimed = None
         with ctx.cond:
             slot = held.pop()
             assert slot is not None
@@ -386,6 +389,27 @@ class Polling:
                 self.claiming.discard(job.id)
         ctx.health.answered("claims")
         return attrs.evolve(confirmed, service_id=svc.id), None
+
+    def _restore(self, svc: ServiceRun, job: Job) -> None:
+        """The lease lapsed while the claim of *job* was on its way (this worker was
+        paused), and the job has results: another worker finished it meanwhile.
+        Put it back as it was, COMPLETED with its results, rather than run it again."""
+        _log.warning(
+            "job %s was finished by another worker while this one's claim was on its "
+            "way (its lease lapsed meanwhile); putting it back COMPLETED",
+            job.id,
+            extra=job_extra(job.id, svc.id),
+        )
+        self._runs.delivery.redeliver(
+            Outcome(
+                job_id=job.id,
+                service_id=svc.id,
+                status=JobStatus.COMPLETED,
+                results=job.results,
+            ),
+            reason="finished by another worker while this one was paused",
+            in_outbox=False,
+        )
 
     def _may_claim(self, svc: ServiceRun) -> bool:
         """Whether *svc* may be claimed from now: this worker serves it, and (for an
