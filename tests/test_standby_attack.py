@@ -166,14 +166,6 @@ def hold_down(seconds: float) -> None:
     time.sleep(seconds)
 
 
-# -- 1. a server outage longer than the service timeout --------------------------------
-
-
-@pytest.mark.parametrize(
-    ("retry", "failed_reads"),
-    [("fast", 0), ("default", 0), ("default", 2)],
-    ids=["fast retry", "default retry", "default retry, holder's 2 reads fail"],
-)
 def ran_once(fleet: Fleet, statuses: dict[str, int], jobs: int) -> tuple[list[Run], str]:
     """Assert that every job ran once and ended COMPLETED; the runs, and the story
     of the lease for further assertions."""
@@ -185,6 +177,14 @@ def ran_once(fleet: Fleet, statuses: dict[str, int], jobs: int) -> tuple[list[Ru
     return runs, story
 
 
+# -- 1. a server outage longer than the service timeout --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("retry", "failed_reads"),
+    [("fast", 0), ("default", 0), ("default", 2)],
+    ids=["fast retry", "default retry", "default retry, holder's 2 reads fail"],
+)
 def test_an_outage_longer_than_the_timeout_runs_nothing_twice(
     fleet: Fleet, retry: str, failed_reads: int
 ) -> None:
