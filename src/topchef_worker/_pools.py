@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import (
     BrokenExecutor,
     Executor,
@@ -226,6 +226,30 @@ class Pools:
     def close(self, *, wait: bool) -> None:
         for pool in self._pools.values():
             pool.close(wait=wait)
+
+
+def pool_sources(
+    job_pool: PoolSource, pools: Mapping[str, Executor | Callable[[], Executor]] | None
+) -> dict[str, PoolSource]:
+    """The worker's pools by name, from ``Worker(job_pool=..., pools=...)``, checked."""
+    sources: dict[str, PoolSource] = {DEFAULT: None, EVENT_LOOP: None}
+    if not (isinstance(job_pool, Executor) or job_pool is None or callable(job_pool)):
+        raise ConfigurationError(
+            f"job_pool must be an Executor or a function making one, got {job_pool!r}"
+        )
+    sources[DEFAULT] = job_pool
+    for name, source in (pools or {}).items():
+        if name in sources or not isinstance(name, str) or not name:
+            raise ConfigurationError(
+                f"pool names must be strings other than {DEFAULT!r} and {EVENT_LOOP!r} "
+                f"(give the default pool as job_pool=), got {name!r}"
+            )
+        if not isinstance(source, Executor) and not callable(source):
+            raise ConfigurationError(
+                f"pool {name!r} must be an Executor or a function making one, got {source!r:.80}"
+            )
+        sources[name] = source
+    return sources
 
 
 def unpicklable(fn: Callable[..., Any], pool: str, problem: str) -> str:

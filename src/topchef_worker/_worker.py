@@ -41,7 +41,7 @@ from ._health import HealthMonitor
 from ._lifecycle import Lifecycle
 from ._listeners import Listener, Listeners
 from ._models import Service
-from ._pools import DEFAULT, EVENT_LOOP, PoolSource, unpicklable
+from ._pools import pool_sources, unpicklable
 from ._retry import RetryPolicy
 from ._runner import Runner
 from ._runtime import stats_without_runtime
@@ -164,25 +164,7 @@ class Worker:
             exclusive=exclusive,
             lease_settle=lease_settle,
         )
-        self._pools: dict[str, PoolSource] = {DEFAULT: None, EVENT_LOOP: None}
-        if isinstance(job_pool, Executor) or job_pool is None or callable(job_pool):
-            self._pools[DEFAULT] = job_pool
-        else:
-            raise ConfigurationError(
-                f"job_pool must be an Executor or a function making one, got {job_pool!r}"
-            )
-        for name, source in (pools or {}).items():
-            if name in self._pools or not isinstance(name, str) or not name:
-                raise ConfigurationError(
-                    f"pool names must be strings other than {DEFAULT!r} and {EVENT_LOOP!r} "
-                    f"(give the default pool as job_pool=), got {name!r}"
-                )
-            if not isinstance(source, Executor) and not callable(source):
-                raise ConfigurationError(
-                    f"pool {name!r} must be an Executor or a function making one, "
-                    f"got {source!r:.80}"
-                )
-            self._pools[name] = source
+        self._pools = pool_sources(job_pool, pools)
         self._session = session
         self._given_client = client
         self._clock = clock
