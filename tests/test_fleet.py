@@ -21,8 +21,9 @@ import signal
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 import pytest
@@ -32,6 +33,8 @@ from topchef_worker import TopChefClient
 from topchef_worker.testing import LoggedRequest, TopChefServer
 
 pytestmark = pytest.mark.timeout(120)
+
+_T = TypeVar("_T")
 
 SCRIPT = Path(__file__).parent / "scripts" / "fleet_worker.py"
 MAX_JOBS = 4
@@ -171,6 +174,18 @@ class Fleet:
         return next(worker for worker in self.workers if worker.pid == pid)
 
 
+def under_lock(server: TopChefServer, read: Callable[[], _T]) -> _T:
+    """*read* the stand-in's state under its lock (between two requests)."""
+    box: list[_T] = []
+
+    def once(_: list[LoggedRequest]) -> bool:
+        box.append(read())
+        return True
+
+    server.wait_for_requests(once, WAIT)
+    return box[0]
+
+
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     # A real clock (the service timeout must run out) and a short request log (the
@@ -219,7 +234,10 @@ def test_a_killed_worker_is_taken_over_and_only_its_unfinished_jobs_run_again(
     victim = fleet.executing()
     killed_at = time.time()
     victim.kill()
-    unfinished = {r.job_id for r in fleet.runs() if r.pid == victim.pid and r.end is None}
+    # Running at the kill: started there, outcome not delivered (not COMPLETED yet).
+    jobs = fleet.server.app.services[fleet.service_id].jobs
+    done = under_lock(fleet.server, lambda: {j.id for j in jobs if j.status == "COMPLETED"})
+    unfinished = {r.job_id for r in fleet.runs() if r.pid == victim.pid} - done
     statuses = fleet.settle(timeout=40)
 
     runs = fleet.runs()
