@@ -1,5 +1,5 @@
 """Development sessions: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s docs`,
-`nox -s demo`, `nox -s bench`.
+`nox -s demo`, `nox -s bench`, `nox -s build`.
 
 Every session runs on the interpreter that runs nox, so a machine with a single
 Python (3.11 in CI) runs them all.  Python 3.11 is the oldest the project claims:
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
+nox.options.sessions = ["lint", "typecheck", "tests", "docs", "build"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
@@ -39,7 +39,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """Type-check the package with mypy --strict."""
     session.install(
-        "-e", ".[validation,prometheus]", "mypy>=1.8", "types-requests", "types-jsonschema"
+        "-e", ".[prometheus]", "mypy>=1.8", "types-requests", "types-jsonschema"
     )
     session.run("mypy", "--strict", "src/topchef_worker")
 
@@ -47,14 +47,30 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation with Sphinx, warnings as errors, into docs/_build."""
-    session.install(".[validation]", "sphinx>=7", "myst-parser>=2", "furo")
+    session.install(".", "sphinx>=7", "myst-parser>=2", "furo")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build the wheel and the sdist into dist/, check them with twine, and install the
+    wheel on its own to run its console script and import its test server."""
+    session.install("build>=1.0", "twine>=5")
+    session.run("python", "-c", "import shutil; shutil.rmtree('dist', ignore_errors=True)")
+    session.run("python", "-m", "build", "--outdir", "dist", ".")
+    session.run("twine", "check", "--strict", "dist/*")
+    wheel = next(iter(__import__("glob").glob("dist/*.whl")), None)
+    if wheel is None:  # nox's dry runs (--list) build nothing
+        return
+    session.install("--force-reinstall", wheel)
+    session.run("topchef-worker", "--version")
+    session.run("python", "-c", "import topchef_worker.testing, topchef_worker.cli")
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
     """Run the demo: the FID service on an embedded server (`nox -s demo -- --jobs 500`)."""
-    session.install(".[validation]")
+    session.install(".")
     session.run("topchef-worker", "demo", *session.posargs)
 
 
@@ -64,7 +80,7 @@ def bench(session: nox.Session) -> None:
 
     `nox -s bench -- --quick` for a short smoke run, `-- --only 1,2` for some scenarios.
     """
-    session.install(".[validation]", "matplotlib")
+    session.install(".", "matplotlib")
     session.run("python", "benchmarks/server_rate.py")
     session.run("python", "benchmarks/suite.py", "--docs", *session.posargs)
     results = "benchmarks/results"

@@ -12,6 +12,7 @@ Failing early, with the argument named, is the better message.
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Union
@@ -19,10 +20,11 @@ from typing import Any, Union
 from ._durations import to_seconds
 from ._ids import parse_id
 from ._models import JobStatus
-from .exceptions import InvalidRequestError
+from .exceptions import ConfigurationError, InvalidRequestError
 
 __all__ = [
     "TimeoutLike",
+    "check_base_url",
     "check_bool",
     "check_job_id",
     "check_job_status",
@@ -134,3 +136,41 @@ def check_job_status(value: object) -> JobStatus:
             pass
     choices = ", ".join(status.value for status in JobStatus)
     raise InvalidRequestError(f"{value!r:.40} is not a job status (one of {choices})")
+
+
+#: The API's own paths: a base URL ending in one is an endpoint, not the root.
+_ENDPOINTS = frozenset({"services", "jobs", "next", "queue", "validator"})
+
+
+def check_base_url(url: str) -> str:
+    """Return *url* if a client can use it as a TopChef base URL, else explain.
+
+    A path is allowed (a server behind a proxy at ``/topchef``), but not one that
+    ends in an endpoint: ``http://host/services`` would send ``/services/services``
+    and read the 404 as a missing service.
+    """
+    if any(char.isspace() or ord(char) < 32 for char in url):
+        raise ConfigurationError(
+            f"the TopChef URL {url!r} contains white space or control characters"
+        )
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise ConfigurationError(f"the TopChef URL {url!r} is malformed: {error}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigurationError(f"the TopChef URL {url!r} must start with http:// or https://")
+    if not parts.hostname:
+        raise ConfigurationError(f"the TopChef URL {url!r} names no host")
+    if port is not None and not 0 < port < 65536:
+        raise ConfigurationError(f"the TopChef URL {url!r} has a port out of range")
+    if parts.query or parts.fragment:
+        raise ConfigurationError(f"the TopChef URL {url!r} must not have a query or fragment")
+    segments = [segment for segment in parts.path.split("/") if segment]
+    if segments and segments[-1] in _ENDPOINTS:
+        root = urllib.parse.urlunsplit(parts._replace(path="/".join(segments[:-1])))
+        raise ConfigurationError(
+            f"the TopChef URL {url!r} names the /{segments[-1]} endpoint, not the "
+            f"server's root: use {root.rstrip('/')!r}"
+        )
+    return url

@@ -28,6 +28,7 @@ import requests
 from . import _parse
 from ._arguments import (
     TimeoutLike,
+    check_base_url,
     check_bool,
     check_job_id,
     check_job_status,
@@ -103,9 +104,9 @@ class TopChefClient:
         max_response_bytes: int = 64 * 1024 * 1024,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        if not isinstance(base_url, str):
             raise ValueError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = check_base_url(base_url).rstrip("/")
         self.timeout = timeout_pair(timeout)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy or None, got {retry!r}")

@@ -1,9 +1,9 @@
-"""Local Draft-4 checks, when jsonschema is installed.
+"""Local Draft-4 checks.
 
 TopChef validates with ``jsonschema.Draft4Validator`` and no format checker, so the
 same validator here predicts the server's verdict: parameters are checked before a
-handler runs and results before they are sent.  Without jsonschema the worker still
-works; the server's 400 is then the only check.
+handler runs and results before they are sent.  The server's 400 stays the last
+word: a schema the local check cannot apply is left to it.
 """
 
 from __future__ import annotations
@@ -11,25 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jsonschema
+
 from .exceptions import ConfigurationError
 
-__all__ = ["AVAILABLE", "Check", "check_schema", "checker"]
+__all__ = ["Check", "check_schema", "checker"]
 
 Check = Callable[[Any], list[str]]
-
-try:
-    import jsonschema
-
-    AVAILABLE = True
-except ImportError:  # pragma: no cover - exercised only without the extra
-    AVAILABLE = False
 
 
 def check_schema(schema: Mapping[str, Any], label: str) -> None:
     """Refuse a schema that is not valid Draft 4, which TopChef would store and then
     fail every job on with a 500."""
-    if not AVAILABLE:  # pragma: no cover - exercised only without the extra
-        return
     try:
         jsonschema.Draft4Validator.check_schema(dict(schema))
     except jsonschema.SchemaError as error:
@@ -41,11 +34,9 @@ def check_schema(schema: Mapping[str, Any], label: str) -> None:
 def checker(schema: Mapping[str, Any]) -> Check | None:
     """Return a function listing what is wrong with an instance, or None.
 
-    None when jsonschema is missing or the stored schema is itself invalid (the
-    server will answer 500s for that service; a local check cannot help).
+    None when the stored schema is itself invalid (the server will answer 500s for
+    that service; a local check cannot help).
     """
-    if not AVAILABLE:  # pragma: no cover - exercised only without the extra
-        return None
     try:
         jsonschema.Draft4Validator.check_schema(dict(schema))
     except jsonschema.SchemaError:

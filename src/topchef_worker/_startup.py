@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 import time
-import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from typing import TypeVar
 import attrs
 import requests
 
+from ._arguments import check_base_url
 from ._client import TopChefClient
 from ._context import Context
 from ._handlers import HandlerSpec
@@ -39,7 +39,7 @@ from ._tasks import Launcher
 from .events import Event
 from .exceptions import ConfigurationError, NotFoundError, TopChefError, is_transient
 
-__all__ = ["Left", "check_url", "open_context", "resolve_all", "retry_until_answered"]
+__all__ = ["Left", "open_context", "resolve_all", "retry_until_answered"]
 
 #: What an earlier run left: outcomes in the outbox, open claims in the journal.
 Left = tuple[list[Outcome], dict[str, str]]
@@ -54,28 +54,6 @@ _T = TypeVar("_T")
 
 #: While waiting for the server, a WARNING at most this often (seconds).
 _WARN_EVERY = 30.0
-
-
-def check_url(url: str) -> str:
-    """Return *url* if a client can use it as a TopChef base URL, else explain."""
-    if any(char.isspace() or ord(char) < 32 for char in url):
-        raise ConfigurationError(
-            f"the TopChef URL {url!r} contains white space or control characters"
-        )
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as error:
-        raise ConfigurationError(f"the TopChef URL {url!r} is malformed: {error}") from None
-    if parts.scheme not in ("http", "https"):
-        raise ConfigurationError(f"the TopChef URL {url!r} must start with http:// or https://")
-    if not parts.hostname:
-        raise ConfigurationError(f"the TopChef URL {url!r} names no host")
-    if port is not None and not 0 < port < 65536:
-        raise ConfigurationError(f"the TopChef URL {url!r} has a port out of range")
-    if parts.query or parts.fragment:
-        raise ConfigurationError(f"the TopChef URL {url!r} must not have a query or fragment")
-    return url
 
 
 def retry_until_answered(
@@ -138,7 +116,7 @@ def open_context(
     url = client.base_url if client is not None else settings.url or os.environ.get("TOPCHEF_URL")
     if not url:
         raise ConfigurationError("no TopChef URL: pass Worker(url), use --url, or set TOPCHEF_URL")
-    settings = attrs.evolve(settings, url=check_url(url))
+    settings = attrs.evolve(settings, url=check_base_url(url))
     heartbeat_threads = min(services, _HEARTBEAT_THREADS)
     io_threads = min(services + settings.max_jobs, _IO_THREADS)
     outbox = None if settings.outbox is None else Outbox(settings.outbox)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 import attrs
 
@@ -35,6 +36,20 @@ class WorkerState(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+def _plain(inst: Any, field: attrs.Attribute[Any] | None, value: Any) -> Any:
+    # Enums become their value and times ISO 8601 strings (UTC), so that the result
+    # is what ``json.dumps`` and web frameworks' JSON responses accept.
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _to_dict(value: Any) -> dict[str, Any]:
+    return attrs.asdict(value, value_serializer=_plain)
 
 
 @attrs.frozen(kw_only=True)
@@ -84,6 +99,12 @@ class WorkerStats:
     retries: int = 0
     roles: dict[str, ServiceRole] = attrs.field(factory=dict, hash=False)
 
+    def to_dict(self) -> dict[str, Any]:
+        """These counters as plain JSON values: enums as their names, times as
+        ISO 8601 strings, ``None`` kept.  ``json.dumps(stats.to_dict())`` works, and
+        so does returning it from a Flask or FastAPI route."""
+        return _to_dict(self)
+
 
 @attrs.frozen(kw_only=True)
 class ServiceHealth:
@@ -121,3 +142,9 @@ class Health:
     in_flight: int
     services: tuple[ServiceHealth, ...]
     reasons: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """This report as plain JSON values (``services`` a list of dicts, states and
+        roles as strings), for a web route or a log line: see
+        :meth:`WorkerStats.to_dict`."""
+        return _to_dict(self)

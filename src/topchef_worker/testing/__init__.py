@@ -43,14 +43,6 @@ Deliberate differences from the real server, none of which a client should rely 
 
 from __future__ import annotations
 
-try:
-    import jsonschema  # noqa: F401
-except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "topchef_worker.testing needs jsonschema to validate job parameters and "
-        "results as TopChef does; install it with: pip install 'topchef-worker[validation]'"
-    ) from error
-
 from ._clock import ManualClock
 from ._cost import CostModel
 from ._faults import Action, Fault, Faults
