@@ -11,13 +11,15 @@ from hypothesis import strategies as st
 
 from topchef_worker import JobStatus
 from topchef_worker._policy import (
+    MESSAGE_LIMIT,
     Report,
+    default_error_results,
     error_reports,
     heartbeat_delay,
     poll_delay,
     success_reports,
 )
-from topchef_worker.exceptions import InvalidResultsError, JobTimeoutError
+from topchef_worker.exceptions import HandlerError, InvalidResultsError, JobTimeoutError
 
 fractions = st.floats(min_value=0, max_value=1, exclude_max=True)
 
@@ -92,11 +94,47 @@ def test_results_failing_the_local_check() -> None:
     assert ("bad",) == outcome.reasons
 
 
-def test_error_reports_without_error_results() -> None:
-    """ERROR alone, the one report the server cannot reject."""
-    assert ((Report(JobStatus.ERROR),), ()) == error_reports(
-        ValueError("x"), error_results=None, check=None
+def test_error_reports_without_error_results_send_the_type_and_message() -> None:
+    """By default the exception's type and message go with ERROR, and ERROR alone,
+    the one report the server cannot reject, follows as the fallback."""
+    assert (
+        (Report(JobStatus.ERROR, {"error": "x", "error_type": "ValueError"}), bare()),
+        (),
+    ) == error_reports(ValueError("x"), error_results=None, check=None)
+
+
+def test_default_error_results_the_schema_rejects_leave_bare_error_unremarked() -> None:
+    """A result schema that does not accept them (say, ``required: [sum]``) leaves
+    ERROR alone, with no note: the handler's author asked for nothing."""
+    assert ((bare(),), ()) == error_reports(
+        ValueError("x"), error_results=None, check=lambda value: ["'sum' is a required property"]
     )
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (KeyError("points"), {"error": "'points'", "error_type": "KeyError"}),
+        (RuntimeError(), {"error": "RuntimeError", "error_type": "RuntimeError"}),
+        (
+            HandlerError("boom", type_name="lab.InstrumentError"),
+            {"error": "boom", "error_type": "lab.InstrumentError"},
+        ),
+        (
+            ValueError("v" * 5000),
+            {"error": "v" * (MESSAGE_LIMIT - 3) + "...", "error_type": "ValueError"},
+        ),
+    ],
+    ids=["key-error", "no-message", "unpicklable-in-a-child", "long-message"],
+)
+def test_default_error_results(error: BaseException, expected: dict[str, str]) -> None:
+    """An empty message is the type's name; an exception that could not travel from
+    a child process keeps its own type's name; a long message is cut."""
+    assert expected == default_error_results(error)
+
+
+def bare() -> Report:
+    return Report(JobStatus.ERROR)
 
 
 def test_error_results_are_sent_with_error_and_fall_back_to_bare() -> None:

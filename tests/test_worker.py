@@ -277,6 +277,44 @@ def test_results_rejected_by_the_server(
     )
 
 
+@pytest.mark.parametrize(
+    ("result_schema", "expected"),
+    [
+        ({"type": "object"}, {"error": "probe not tuned", "error_type": "ValueError"}),
+        ({"type": "object", "required": ["sum"]}, None),
+        ({"type": "object", "additionalProperties": False}, None),
+    ],
+    ids=["schema-accepts", "schema-requires-sum", "schema-allows-nothing"],
+)
+def test_a_failed_job_reports_its_exception_when_the_schema_accepts_it(
+    client: TopChefClient,
+    server: TopChefServer,
+    caplog: pytest.LogCaptureFixture,
+    result_schema: dict[str, Any],
+    expected: dict[str, Any] | None,
+) -> None:
+    """Without error_results, the job's results on the server say why it failed, if
+    the result schema accepts them; otherwise ERROR goes alone, with nothing to
+    warn about (no rejected PATCH: the local check saw it first)."""
+    service = client.create_service(
+        name="probe", description="d", job_registration_schema={}, job_result_schema=result_schema
+    )
+
+    def handler(parameters: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("probe not tuned")
+
+    worker = fast_worker(server)
+    worker.handler(service.id)(handler)
+    job = client.submit_job(service.id, {})
+    server.clear_requests()
+    with caplog.at_level(logging.WARNING, logger="topchef_worker"):
+        worker.run(until_idle=True)
+    final = client.job(job.id)
+    patches = [r for r in server.requests if r.method == "PATCH" and r.path == f"/jobs/{job.id}"]
+    assert (JobStatus.ERROR, expected, 2) == (final.status, final.results, len(patches))
+    assert [] == [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
 def test_error_results_are_sent_with_error(client: TopChefClient, server: TopChefServer) -> None:
     """error_results explains a failure in results that fit the schema."""
     service = client.create_service(

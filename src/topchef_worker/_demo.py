@@ -1,9 +1,11 @@
 """The demo: a simulated NMR free-induction-decay measurement as a TopChef service.
 
-Each job simulates a decaying, noisy signal at a given frequency, transforms it with
-a radix-2 FFT and reports the spectrum's peak: a small but real computation, with a
-schema for parameters and results.  A job whose point count is not a power of two
-fails in the handler, to show how failures are reported.
+Each job waits out an acquisition (as an instrument would), simulates a decaying,
+noisy signal at a given frequency, transforms it with a radix-2 FFT and reports the
+spectrum's peak: a small but real computation, with a schema for parameters and
+results.  A job whose point count is not a power of two fails in the handler, to
+show how failures are reported: the exception's type and message become the job's
+results on the server.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ FID_PARAMETERS: dict[str, Any] = {
         "dwell_us": {"type": "number", "minimum": 1},
         "noise": {"type": "number", "minimum": 0},
         "seed": {"type": "integer"},
+        "acquisition_ms": {"type": "number", "minimum": 0, "maximum": 10000},
     },
     "required": ["frequency_hz", "t2_ms", "points", "dwell_us"],
 }
@@ -43,6 +46,7 @@ FID_RESULTS: dict[str, Any] = {
         "snr": {"type": "number"},
         "points": {"type": "integer"},
         "error": {"type": "string"},
+        "error_type": {"type": "string"},
     },
 }
 
@@ -60,6 +64,7 @@ def _fft(values: list[complex]) -> list[complex]:
 
 def fid(parameters: dict[str, Any]) -> dict[str, Any]:
     """Simulate a free induction decay and report its spectrum's peak."""
+    time.sleep(parameters.get("acquisition_ms", 0) / 1000.0)  # the instrument's time
     points = parameters["points"]
     if points & (points - 1):
         raise ValueError(f"points must be a power of two for the FFT, got {points}")
@@ -92,19 +97,25 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 def run_demo(
-    url: str, *, jobs: int = 200, max_jobs: int = 4, out: IO[str] | None = None
+    url: str,
+    *,
+    jobs: int = 200,
+    max_jobs: int = 4,
+    acquisition_ms: float = 60.0,
+    out: IO[str] | None = None,
 ) -> dict[str, Any]:
-    """Register the FID service on *url*, submit *jobs* jobs, run a worker until they
-    are done, print progress and a summary to *out*, and return the summary."""
+    """Register the FID service on *url*, submit *jobs* jobs (each acquiring for
+    *acquisition_ms*), run a worker until they are done, print progress and a
+    summary to *out*, and return the summary."""
     out = out or sys.stdout
-    worker = Worker(url, max_jobs=max_jobs, poll_interval=0.2)
+    # The server is on this machine: a short lease_settle (see Worker) is plenty.
+    worker = Worker(url, max_jobs=max_jobs, poll_interval=0.2, lease_settle=0.1)
     worker.handler(
         name="FID",
         description="Simulated free induction decay: peak of the spectrum",
         job_registration_schema=FID_PARAMETERS,
         job_result_schema=FID_RESULTS,
         service_timeout=30,
-        error_results=lambda error: {"error": str(error)},
     )(fid)
     finished: dict[str, float] = {}
     failures: list[str] = []
@@ -119,26 +130,43 @@ def run_demo(
 
     worker.add_listener(record)
     client = TopChefClient(url)
+    print(
+        f"{jobs} jobs, each a {acquisition_ms:g} ms acquisition and an FFT; the worker "
+        f"runs up to max_jobs={max_jobs} at once.\n'in flight' counts the jobs it has "
+        f"claimed and not yet reported (at most {max_jobs}); every 25th job fails on "
+        "purpose.",
+        file=out,
+        flush=True,
+    )
     with worker:
-        return _submit_and_run(worker, client, jobs, max_jobs, out, finished, failures, lock)
+        progress = _Progress(out, jobs, worker, finished, failures, lock, time.time())
+        progress.start()
+        try:
+            return _submit_and_run(
+                worker, client, jobs, acquisition_ms, out, finished, failures, progress
+            )
+        finally:
+            progress.stop()
+            client.close()
 
 
 def _submit_and_run(
     worker: Worker,
     client: TopChefClient,
     jobs: int,
-    max_jobs: int,
+    acquisition_ms: float,
     out: IO[str],
     finished: dict[str, float],
     failures: list[str],
-    lock: threading.Lock,
+    progress: _Progress,
 ) -> dict[str, Any]:
     if not worker.wait_ready(timeout=30):
         raise RuntimeError("the worker did not start within 30 s")
     (service,) = worker.services
     rng = random.Random(2017)
-    submitted: dict[str, float] = {}
+    submitted: dict[str, float] = progress.submitted
     start = time.time()
+    failed_job = None
     for index in range(jobs):
         points = 256 if index % 25 else 200  # every 25th job cannot be transformed
         job = client.submit_job(
@@ -150,17 +178,14 @@ def _submit_and_run(
                 "dwell_us": 100,
                 "noise": 0.05,
                 "seed": index,
+                "acquisition_ms": acquisition_ms,
             },
         )
         submitted[job.id] = time.time()
-    progress = _Progress(out, jobs, worker, finished, failures, lock, start)
-    progress.start()
-    try:
-        worker.run(until_idle=True)
-    finally:
-        progress.stop()
-        client.close()
+        failed_job = failed_job or (job.id if points == 200 else None)
+    worker.wait_for(lambda stats: stats.completed + stats.failed >= jobs, timeout=3600)
     elapsed = time.time() - start
+    progress.stop()
     latencies = [finished[job] - submitted[job] for job in submitted if job in finished]
     summary: dict[str, Any] = {
         "service": service.id,
@@ -176,13 +201,14 @@ def _submit_and_run(
     print(
         f"jobs: {summary['jobs']}  completed: {summary['completed']}  "
         f"failed: {summary['failed']}  in {elapsed:.2f} s  "
-        f"({summary['throughput']:.0f} jobs/s with max_jobs={max_jobs})\n"
+        f"({summary['throughput']:.0f} jobs/s with max_jobs={worker.max_jobs})\n"
         f"latency from submission to outcome: p50 {summary['p50'] * 1000:.0f} ms, "
         f"p95 {summary['p95'] * 1000:.0f} ms, p99 {summary['p99'] * 1000:.0f} ms",
         file=out,
     )
-    if failures:
-        print(f"a failure, as reported: {failures[0]}", file=out)
+    if failed_job is not None:
+        failed = client.job(failed_job)
+        print(f"a failed job on the server: {failed.status.value} {failed.results}", file=out)
     return summary
 
 
@@ -201,6 +227,7 @@ class _Progress:
     ) -> None:
         self.out, self.total, self.worker = out, total, worker
         self.finished, self.failures, self.lock, self.start_time = finished, failures, lock, start
+        self.submitted: dict[str, float] = {}  # job id -> when it was submitted
         self.tty = hasattr(out, "isatty") and out.isatty()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="topchef-demo-progress")
@@ -209,11 +236,14 @@ class _Progress:
         self.thread.start()
 
     def stop(self) -> None:
+        if self.done.is_set():
+            return
         self.done.set()
         self.thread.join()
         self._show(final=True)
 
     def _loop(self) -> None:
+        self._show()
         while not self.done.wait(0.1 if self.tty else 1.0):
             self._show()
 
@@ -222,8 +252,9 @@ class _Progress:
             done, failed = len(self.finished), len(self.failures)
         elapsed = max(time.time() - self.start_time, 1e-9)
         line = (
-            f"done {done}/{self.total}  failed {failed}  "
-            f"in flight {self.worker.stats().in_flight}  rate {done / elapsed:.0f}/s"
+            f"submitted {len(self.submitted)}/{self.total}  done {done}/{self.total}  "
+            f"failed {failed}  in flight {self.worker.stats().in_flight}/{self.worker.max_jobs}"
+            f"  rate {done / elapsed:.0f}/s"
         )
         if self.tty:
             print("\r" + line, end="\n" if final else "", file=self.out, flush=True)

@@ -13,10 +13,11 @@ from typing import Any
 import attrs
 
 from ._models import JobStatus
-from .exceptions import InvalidResultsError
+from .exceptions import HandlerError, InvalidResultsError
 
 __all__ = [
     "Report",
+    "default_error_results",
     "error_reports",
     "heartbeat_delay",
     "poll_delay",
@@ -104,6 +105,25 @@ def success_reports(
     return (Report(JobStatus.COMPLETED, dict(value)),)
 
 
+#: Longest exception message sent in default error results: a message is for a
+#: person, and a results column is no place for a megabyte of it.
+MESSAGE_LIMIT = 2000
+
+
+def default_error_results(error: BaseException) -> dict[str, str]:
+    """What a failed job reports without a handler's ``error_results``: the
+    exception's type and message, ``{"error": "...", "error_type": "ValueError"}``.
+
+    Sent only when the result schema accepts them (most do: an object whose other
+    properties are optional); otherwise ERROR goes alone, as before.
+    """
+    type_name = error.type_name if isinstance(error, HandlerError) else type(error).__name__
+    message = str(error) or type_name
+    if len(message) > MESSAGE_LIMIT:
+        message = message[: MESSAGE_LIMIT - 3] + "..."
+    return {"error": message, "error_type": type_name}
+
+
 def error_reports(
     error: BaseException,
     *,
@@ -112,14 +132,18 @@ def error_reports(
 ) -> tuple[tuple[Report, ...], Sequence[str]]:
     """What to send for a job that failed with *error*, most informative first.
 
-    ERROR has no message field, so a handler's ``error_results(error)`` may supply
-    results to send with it; they are used only if they can be sent, and ERROR alone
-    follows as the fallback the server cannot reject.  Also returns why the
-    error results were not used, for the log.
+    ERROR has no message field, so a handler's ``error_results(error)`` (by default
+    :func:`default_error_results`) may supply results to send with it; they are used
+    only if they can be sent, and ERROR alone follows as the fallback the server
+    cannot reject.  Also returns why a handler's own error results were not used,
+    for the log (the default's are not the handler's doing, so they go unmentioned).
     """
     bare = Report(JobStatus.ERROR)
     if error_results is None:
-        return (bare,), ()
+        default = default_error_results(error)
+        if _sendable(default, check):
+            return (bare,), ()
+        return (Report(JobStatus.ERROR, dict(default)), bare), ()
     try:
         value = error_results(error)
     except BaseException as failure:  # a broken callback (even SystemExit) must not lose the job
