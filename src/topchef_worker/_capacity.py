@@ -68,6 +68,7 @@ class Capacity:
         self._limits = limits
         self._used = 0
         self._per_service = dict.fromkeys(limits, 0)
+        self._renamed: dict[str, str] = {}  # an old service id -> its new one
         self.overruns = 0
         self._on_release = on_release
 
@@ -103,7 +104,17 @@ class Capacity:
         self._per_service[service_id] += 1
         return Slot(self, service_id)
 
+    def rename(self, old: str, new: str) -> None:
+        """A service is served under a new id (registered again): its limit and its
+        slots go with it, and slots taken under the old id are given back to it, since
+        their handlers still run (on the one instrument a limit of 1 protects)."""
+        self._limits[new] = self._limits[old]
+        self._per_service[new] = self._per_service.pop(old)
+        self._renamed[old] = new
+
     def _give_back(self, service_id: str, *, global_part: bool) -> None:
+        while service_id in self._renamed:
+            service_id = self._renamed[service_id]
         if global_part:
             self._used -= 1
         else:

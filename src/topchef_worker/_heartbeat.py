@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ._context import Context
+from ._lost import LostServices
 from ._policy import heartbeat_delay
 from ._services import ServiceRun
 from .events import HeartbeatFailed
@@ -41,6 +42,7 @@ class Heartbeats:
         self._running = True
         #: Called (lock not held) when a service's lease is found lost or lapsed.
         self.on_lost: Callable[..., None] = lambda svc, reason, lapsed=False: None
+        self.lost: LostServices | None = None  # told of a 404 for the service
         for svc in services:
             svc.heartbeat_timer.action = lambda svc=svc: self._due(svc)  # type: ignore[misc]
 
@@ -50,8 +52,11 @@ class Heartbeats:
         if not self._running:
             return
         delay = 0.0
-        if svc.lease is not None and svc.lease.renewed_at is not None:
-            delay = max(0.0, svc.lease.renewed_at + svc.interval - self._ctx.clock())
+        renewed_at = svc.lease.renewed_at if svc.lease is not None else None
+        if renewed_at is not None:
+            delay = max(0.0, renewed_at + svc.interval - self._ctx.clock())
+            if svc.last_beat is None or svc.last_beat < renewed_at:  # the write was one
+                svc.last_beat, svc.last_heartbeat = renewed_at, datetime.now(UTC)
         self._ctx.scheduler.rearm(svc.heartbeat_timer, delay)
 
     def pause(self, svc: ServiceRun) -> None:
@@ -86,11 +91,13 @@ class Heartbeats:
             else:
                 lost = svc.lease.renew(ctx.requests)
         except TopChefError as error:
+            gone = self.lost is not None and self.lost.report(svc, error)
             with ctx.cond:
                 svc.heartbeat_failures += 1
-                first = svc.heartbeat_failures == 1
+                first = svc.heartbeat_failures == 1 and not gone
                 ctx.counts["heartbeats_failed"] += 1
-                ctx.health.failed(f"heartbeats of service {svc.id}", error, svc.id)
+                if not gone:
+                    ctx.health.failed(f"heartbeats of service {svc.id}", error, svc.id)
                 ctx.emit(HeartbeatFailed(time=time.time(), service_id=svc.id, error=str(error)))
                 # Retried with backoff, but never later than the regular period.
                 delay = ctx.settings.retry.wait(svc.heartbeat_failures, error, ctx.rand())
@@ -121,6 +128,8 @@ class Heartbeats:
             return
         with ctx.cond:
             ctx.health.answered(f"heartbeats of service {svc.id}")
+            if self.lost is not None:
+                self.lost.answered(svc)
             svc.heartbeat_failures = 0
             svc.last_beat = sent_at
             svc.last_heartbeat = datetime.now(UTC)

@@ -179,9 +179,11 @@ class Listing:
         self, client: TopChefClient, service_id: str, *, sent_after: float
     ) -> str | None:
         """*service_id*'s description from a read sent after *sent_after* (None:
-        the server does not list it)."""
+        the server does not list it).  A read that does not list it is not reused: it
+        may be older than the service (registered again under a new id)."""
         with self._lock:
-            if self._asked_at is None or self._asked_at <= sent_after:
+            stale = self._asked_at is None or self._asked_at <= sent_after
+            if stale or service_id not in self._descriptions:
                 asked_at = self._clock()
                 listed = {summary.id: summary.description for summary in client.services()}
                 self._asked_at, self._descriptions = asked_at, listed

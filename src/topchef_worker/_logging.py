@@ -1,14 +1,28 @@
-"""Log configuration for the command line; the library itself only logs."""
+"""Log configuration: the command line's, and ``run()``'s when nobody configured any.
+
+A library only logs: the application decides where records go.  Python's default
+(no handler anywhere) shows nothing at all from a library that adds a
+``NullHandler``, so a program whose main loop is ``worker.run()`` and that never
+called ``logging.basicConfig`` would sit silent.  Command-line workers of other
+frameworks (Celery, RQ, Dramatiq) print what they do; :func:`main_loop_logging`
+does the same, only then, and only for the time ``run()`` runs.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO
 
-__all__ = ["JsonFormatter", "configure_logging", "job_extra"]
+__all__ = ["JsonFormatter", "configure_logging", "job_extra", "main_loop_logging"]
+
+#: The text format, for the command line and for ``run()``'s own handler.
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 #: Fields of job-related records that the JSON format lifts out of the message.
 FIELDS = ("service_id", "job_id", "status", "duration")
@@ -45,9 +59,42 @@ def configure_logging(
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+def _configured(logger: logging.Logger) -> bool:
+    """Whether the application set up logging: a handler on the root logger (what
+    ``basicConfig``, ``dictConfig`` and test runners add), a real handler on the
+    package's logger, or a level chosen for it."""
+    if logging.getLogger().handlers or logger.level != logging.NOTSET:
+        return True
+    return any(not isinstance(handler, logging.NullHandler) for handler in logger.handlers)
+
+
+@contextlib.contextmanager
+def main_loop_logging(name: str = "topchef_worker") -> Iterator[bool]:
+    """While the block runs, show the package's INFO records on stderr, if the block
+    is the program's main loop (the main thread) and logging is not configured.
+
+    Yields whether it did.  Only the package's logger gets the handler, and it is
+    removed at the end, so a program that configures logging later, or embeds the
+    worker in a thread, sees nothing of it.
+    """
+    logger = logging.getLogger(name)
+    if threading.current_thread() is not threading.main_thread() or _configured(logger):
+        yield False
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield True
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)

@@ -27,6 +27,7 @@ from ._context import Context
 from ._jobrun import Decision, JobRun
 from ._ledger import LedgerError, Outcome
 from ._logging import job_extra
+from ._lost import LostServices
 from ._models import Job, JobStatus
 from ._policy import poll_delay
 from ._pools import Pools
@@ -59,13 +60,13 @@ class Polling:
     ) -> None:
         self._ctx = ctx
         self._services = services
-        self._by_id = {svc.id: svc for svc in services}
         self._capacity = capacity
         self._pools = pools
         self._runs = runs
         self._on_idle = on_idle
         self._waiting: dict[str, ServiceRun] = {}  # due, but no slot was free
         self.claiming: set[str] = set()  # jobs whose claim is being sent
+        self.lost: LostServices | None = None  # told of a 404 for the service
         retry = ctx.settings.retry
         self._claim_policy = attrs.evolve(
             retry, attempts=_CLAIM_ATTEMPTS if retry.attempts is None else retry.attempts
@@ -177,6 +178,7 @@ class Polling:
             self._oversized(svc, error)
         except TopChefError as error:
             failure = error
+        gone = failure is not None and self.lost is not None and self.lost.report(svc, failure)
         with ctx.cond:
             svc.poll_in_flight = False
             ctx.counts["polls"] += 1
@@ -197,7 +199,7 @@ class Polling:
             elif failure is not None:
                 svc.idle = False
                 svc.poll_failures += 1
-                first = svc.poll_failures == 1 or not is_transient(failure)
+                first = not gone and (svc.poll_failures == 1 or not is_transient(failure))
                 ctx.counts["poll_errors"] += 1
                 if is_transient(failure):
                     ctx.health.failed(f"polls of service {svc.id}", failure, svc.id)

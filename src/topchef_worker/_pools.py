@@ -218,6 +218,12 @@ class Pools:
                 self.close(wait=False)
                 raise ConfigurationError(unpicklable(fn, name, problem))
 
+    def describe(self) -> str:
+        """The pools by name and kind, for the start line: ``default (ThreadPoolExecutor)``."""
+        return ", ".join(
+            f"{name} ({type(pool.current).__name__})" for name, pool in self._pools.items()
+        )
+
     @property
     def unusable(self) -> str | None:
         """Why some pool cannot run jobs, for good (None: every pool can)."""

@@ -7,7 +7,8 @@ that moment, so the handler here takes none: it sets plain flags and writes a by
 to a socket, and the loop does the rest (logging included).  The loop waits on that
 socket with :mod:`selectors` (epoll where there is one), which, unlike
 ``select()``, works with file descriptors above 1,024; ``signal.set_wakeup_fd``
-makes a signal delivered to any thread wake it.
+makes a signal delivered to any thread wake it.  A program whose main loop this is
+and that configured no logging sees the worker's INFO records on stderr.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
+
+from ._logging import main_loop_logging
 
 __all__ = ["Runner"]
 
@@ -65,6 +68,10 @@ class Runner:
                 sender.send(b"x")
 
     def run(self, *, until_idle: bool, stop_timeout: float | None) -> None:
+        with main_loop_logging():
+            self._run(until_idle=until_idle, stop_timeout=stop_timeout)
+
+    def _run(self, *, until_idle: bool, stop_timeout: float | None) -> None:
         receiver, sender = socket.socketpair()
         receiver.setblocking(False)
         sender.setblocking(False)

@@ -31,6 +31,7 @@ from ._heartbeat import Heartbeats
 from ._identity import load as load_identity
 from ._lease import DETAIL_SHARE, Lease, Listing, ServiceRole
 from ._ledger import Outcome
+from ._lost import LostServices
 from ._models import Service
 from ._poll import Polling
 from ._pools import Pools, PoolSource
@@ -61,7 +62,7 @@ class Runtime:
         self.ctx = ctx
         settings = ctx.settings
         identity, self.memory = load_identity(settings.journal)
-        listing = Listing(ctx.clock)  # one GET /services for every lease
+        self._identity, self._listing = identity, Listing(ctx.clock)  # one GET /services
         self.services = [
             _service_run(spec, service, settings.heartbeat_interval) for spec, service in resolved
         ]
@@ -70,16 +71,9 @@ class Runtime:
             for svc in self.services
             if (svc.spec.exclusive if svc.spec.exclusive is not None else settings.exclusive)
         ]
+        self._detail_share = DETAIL_SHARE / max(1, len(exclusive))
         for svc in exclusive:
-            svc.lease = Lease(
-                svc.id,
-                identity,
-                ctx.clock,
-                svc.service.timeout,
-                settle=settings.lease_settle,
-                listing=listing,
-                detail_share=DETAIL_SHARE / len(exclusive),
-            )
+            svc.lease = self._lease(svc.service)
         self.capacity = Capacity(
             settings.max_jobs,
             settings.overrun_limit,
@@ -103,6 +97,8 @@ class Runtime:
         self.standby = Standby(
             ctx, self.services, self.heartbeats, self.polling, self.runs, self.memory
         )
+        lost = LostServices(ctx, rebind=self._rebind)
+        self.heartbeats.lost = self.polling.lost = self.standby.lost = lost
 
     @property
     def delivery(self) -> Delivery:
@@ -124,7 +120,7 @@ class Runtime:
             on_orphan={svc.id: svc.spec.on_orphan for svc in self.services},
         )
         _log.info(
-            "worker started on %s: %d service(s) (%s), max_jobs=%d",
+            "worker started on %s: %d service(s) (%s), max_jobs=%d, pools: %s",
             self.ctx.settings.url,
             len(self.services),
             ", ".join(
@@ -132,7 +128,40 @@ class Runtime:
                 for svc in self.services
             ),
             self.ctx.settings.max_jobs,
+            self.pools.describe(),
         )
+
+    def _lease(self, service: Service) -> Lease:
+        return Lease(
+            service.id,
+            self._identity,
+            self.ctx.clock,
+            service.timeout,
+            settle=self.ctx.settings.lease_settle,
+            listing=self._listing,
+            detail_share=self._detail_share,
+        )
+
+    def _rebind(self, svc: ServiceRun, service: Service) -> None:
+        """Serve *svc* under *service*, the record it was registered again as (lock
+        held): what was kept under its old id moves, and its exclusive lease is
+        elected anew."""
+        old = svc.id
+        self.heartbeats.pause(svc)
+        self.polling.pause(svc)
+        for source in ("heartbeats", "polls", "lease"):
+            self.ctx.health.forget(f"{source} of service {old}")
+        fresh = _service_run(svc.spec, service, self.ctx.settings.heartbeat_interval)
+        for field in ("service", "interval", "last_beat", "last_heartbeat", "last_poll"):
+            setattr(svc, field, getattr(fresh, field))
+        svc.heartbeat_failures = svc.poll_failures = svc.empty_polls = 0
+        svc.idle = svc.busy = False
+        self.capacity.rename(old, service.id)
+        if svc.lease is not None:
+            self.standby.rejoin(svc, self._lease(service))
+        else:
+            self.heartbeats.serve(svc)
+            self.polling.serve(svc)
 
     def _slot_freed(self, service_id: str) -> None:
         self.polling.slot_freed(service_id)

@@ -24,8 +24,9 @@ from ._context import Context
 from ._delivery import Delivery
 from ._heartbeat import Heartbeats
 from ._identity import Memory
-from ._lease import CHECK, ServiceRole
+from ._lease import CHECK, Lease, ServiceRole
 from ._ledger import LedgerError, Outcome
+from ._lost import LostServices
 from ._models import JobStatus
 from ._poll import Polling
 from ._runs import Runs
@@ -66,6 +67,7 @@ class Standby:
         #: Claims an earlier run journaled, per exclusive service: settled only once
         #: this worker serves it, and only if nobody else did in between.
         self._inherited: dict[str, dict[str, str]] = {}
+        self.lost: LostServices | None = None  # told of a 404 for the service
         heartbeats.on_lost = self.step_down
         for svc in services:
             if svc.lease is not None:
@@ -149,15 +151,17 @@ class Standby:
         try:
             delay = lease.step(ctx.requests)
         except TopChefError as error:
+            gone = self.lost is not None and self.lost.report(svc, error)
             with ctx.cond:
                 failures = self._failures[svc.id] = self._failures.get(svc.id, 0) + 1
-                ctx.health.failed(source, error, svc.id)
+                if not gone:
+                    ctx.health.failed(source, error, svc.id)
                 # Never later than CHECK: after an outage the holder must take its
                 # lease back before a standby's GRACE runs out.
                 wait = ctx.settings.retry.wait(failures, error, ctx.rand())
                 ctx.scheduler.rearm(svc.lease_timer, min(wait, CHECK))
             _log.log(
-                logging.WARNING if failures == 1 else logging.DEBUG,
+                logging.WARNING if failures == 1 and not gone else logging.DEBUG,
                 "reading the lease of service %s failed: %s",
                 svc.id,
                 error,
@@ -167,6 +171,8 @@ class Standby:
         with ctx.cond:
             self._failures.pop(svc.id, None)
             ctx.health.answered(source)
+            if self.lost is not None:
+                self.lost.answered(svc)
             svc.last_lease_read = ctx.clock()
             if not self._running or ctx.stopping.is_set():
                 # The stop came while this step ran: a marker it wrote (or read back
@@ -307,6 +313,17 @@ class Standby:
         self._ctx.emit(
             RoleChanged(time=time.time(), service_id=svc.id, role=svc.role, reason=reason)
         )
+
+    def rejoin(self, svc: ServiceRun, lease: Lease) -> None:
+        """Elect anew for *svc*, registered again under a new id, with *lease* (its
+        new one): serve nothing for it until elected (lock held)."""
+        self._heartbeats.pause(svc)
+        self._polling.pause(svc)
+        svc.lease = lease
+        if self._running and not self._ctx.stopping.is_set():
+            self._ctx.scheduler.rearm(svc.lease_timer, 0.0)
+        self._emit(svc, "registered again, under a new id")
+        self._standing_by()
 
     def _standing_by(self) -> None:
         """Tell health whether every service waits for another worker (lock held)."""

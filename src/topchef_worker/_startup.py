@@ -113,7 +113,12 @@ def open_context(
     Returns the context, what an earlier run left in the ledger files, and the
     session made here (None if one was given), to close at stop.
     """
-    url = client.base_url if client is not None else settings.url or os.environ.get("TOPCHEF_URL")
+    # One rule everywhere: a URL given in code, then the command line's --url (which
+    # sets it when the code gave none), then the environment.
+    env_url = os.environ.get("TOPCHEF_URL")
+    url = client.base_url if client is not None else settings.url or env_url
+    if env_url and url and env_url.rstrip("/") != url.rstrip("/"):
+        _log.info("TOPCHEF_URL (%s) is not used: the worker's own URL wins", env_url)
     if not url:
         raise ConfigurationError("no TopChef URL: pass Worker(url), use --url, or set TOPCHEF_URL")
     settings = attrs.evolve(settings, url=check_base_url(url))

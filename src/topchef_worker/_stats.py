@@ -45,6 +45,8 @@ def _plain(inst: Any, field: attrs.Attribute[Any] | None, value: Any) -> Any:
         return value.value
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, tuple):
+        return list(value)
     return value
 
 

@@ -405,8 +405,8 @@ class Worker:
         putting unstarted and interrupted jobs back to REGISTERED.  With
         ``until_idle=True`` it also returns once every service's queue was found empty
         (or is served by another worker) with nothing in flight: for batch runs and
-        tests.  Raises the error that kept
-        the worker from starting, if one did.
+        tests.  Raises the error that kept the worker from starting, if one did.  In
+        a program that configured no logging, INFO records go to stderr meanwhile.
         """
         runner = Runner(
             start=self.start,
