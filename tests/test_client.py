@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import socket
 import uuid
 from datetime import timedelta
@@ -14,6 +15,7 @@ from conftest import ADDER_PARAMETERS, ADDER_RESULTS
 from topchef_worker import Job, JobStatus, Service, TopChefClient, is_transient
 from topchef_worker.exceptions import (
     ClientError,
+    ConfigurationError,
     InvalidRequestError,
     JobNotFoundError,
     NotFoundError,
@@ -75,6 +77,30 @@ def test_base_url_must_be_http(url: str) -> None:
     """A URL without an http(s) scheme is refused with the URL in the message."""
     with pytest.raises(ValueError, match="http"):
         TopChefClient(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://[::1", "is malformed: Invalid IPv6 URL"),
+        (
+            "http://127.0.0.1:5000/services",
+            "names the /services endpoint, not the server's root: use 'http://127.0.0.1:5000'",
+        ),
+        ("http://lab/topchef/jobs/", "use 'http://lab/topchef'"),
+        ("http://lab:99999", "Port out of range"),
+        ("http://lab/?x=1", "must not have a query"),
+    ],
+)
+def test_a_base_url_that_cannot_be_the_api_root_is_refused(url: str, message: str) -> None:
+    """Refused before anything is sent: ``/services`` as the root would send
+    ``/services/services`` and read the 404 as a missing service."""
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        TopChefClient(url)
+
+
+def test_a_base_url_with_a_path_prefix_is_a_root_behind_a_proxy() -> None:
+    assert "http://lab/topchef" == TopChefClient("http://lab/topchef/").base_url
 
 
 def test_injected_session_is_used_and_left_open(server: TopChefServer) -> None:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+import attrs
 import pytest
 
 from test_resilience import resilient_worker
 from test_worker import fast_worker
-from topchef_worker import Service, TopChefClient, Worker, WorkerState
+from topchef_worker import Service, TopChefClient, Worker, WorkerState, WorkerStats
 from topchef_worker._metrics import MonitoringServer
 from topchef_worker.events import (
     Event,
@@ -243,3 +246,41 @@ def test_serves_on_ipv6_loopback(ipv6_loopback: str, brackets: bool) -> None:
     finally:
         monitoring.stop()
     assert (503, b"metrics need: pip install 'topchef-worker[prometheus]'\n") == (status, body)
+
+
+def test_health_and_stats_as_plain_dicts_for_a_web_route(
+    client: TopChefClient, server: TopChefServer, adder: Service
+) -> None:
+    """``to_dict()`` is what ``json.dumps`` (and so Flask's ``jsonify``) takes: states and
+    roles as their names, times as ISO 8601, the services a list of dicts."""
+    worker = fast_worker(server, heartbeat_interval=0.05)
+    worker.handler(adder.id)(handler)
+    with worker:
+        client.submit_job(adder.id, {"a": 1, "b": 2})
+        stats = worker.wait_for(lambda s: s.completed == 1 and all(s.last_heartbeat.values()))
+        health = json.loads(json.dumps(worker.health().to_dict()))
+        plain = json.loads(json.dumps(stats.to_dict()))
+    assert {
+        "state": "RUNNING",
+        "alive": True,
+        "ready": True,
+        "reasons": health["reasons"],
+        "healthy": health["healthy"],
+        "in_flight": health["in_flight"],
+        "services": health["services"],
+    } == health
+    (service,) = health["services"]
+    assert (adder.id, "Adder", "active") == (
+        service["service_id"],
+        service["name"],
+        service["role"],
+    )
+    assert {field.name for field in attrs.fields(WorkerStats)} == set(plain)
+    assert ("RUNNING", 1, {adder.id: "active"}) == (
+        plain["state"],
+        plain["completed"],
+        plain["roles"],
+    )
+    assert (
+        datetime.fromisoformat(plain["last_heartbeat"][adder.id]) == stats.last_heartbeat[adder.id]
+    )

@@ -236,3 +236,17 @@ def test_metrics_say_which_services_a_worker_stands_by_for(
         sample("topchef_worker_service_role", service_id=adder.id, role="active"),
         sample("topchef_worker_state", state="STANDBY"),
     )
+
+
+def test_the_lease_write_is_the_first_check_in(
+    server: TopChefServer, adder: Service, workers: list[Worker]
+) -> None:
+    """Becoming ACTIVE wrote the lease with a PATCH, which is a check-in: the worker
+    is healthy at once, not only after its first bare heartbeat a period later."""
+    worker = start(workers, server, adder, heartbeat_interval=adder.timeout / 2)
+    stats = worker.wait_for(
+        lambda s: s.roles.get(adder.id) is ServiceRole.ACTIVE and s.polls > s.poll_errors, WAIT
+    )
+    health = worker.health()
+    assert (0, True) == (stats.heartbeats_sent, health.healthy), health.reasons
+    assert stats.last_heartbeat[adder.id] is not None

@@ -277,6 +277,28 @@ def test_results_rejected_by_the_server(
     )
 
 
+def test_a_url_given_in_code_wins_over_the_environment(
+    client: TopChefClient,
+    server: TopChefServer,
+    adder: Service,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One rule: the URL in code, then the command line's --url, then TOPCHEF_URL;
+    a TOPCHEF_URL left unused is said so, not silently ignored."""
+    monkeypatch.setenv("TOPCHEF_URL", "http://127.0.0.1:9")
+    worker = fast_worker(server)
+    worker.handler(adder.id)(add)
+    job = client.submit_job(adder.id, {"a": 1, "b": 2})
+    with caplog.at_level(logging.INFO, logger="topchef_worker"):
+        worker.run(until_idle=True)
+    assert JobStatus.COMPLETED == client.job(job.id).status
+    assert any(
+        "TOPCHEF_URL (http://127.0.0.1:9) is not used: the worker's own URL wins" in r.getMessage()
+        for r in caplog.records
+    )
+
+
 @pytest.mark.parametrize(
     ("result_schema", "expected"),
     [
