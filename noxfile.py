@@ -64,7 +64,7 @@ def build(session: nox.Session) -> None:
         return
     session.install("--force-reinstall", wheel)
     session.run("topchef-worker", "--version")
-    session.run("python", "-c", "import topchef_worker.testing, topchef_worker.cli")
+    session.run("topchef-worker", "demo", "--jobs", "20")  # the wheel alone runs the demo
 
 
 @nox.session
