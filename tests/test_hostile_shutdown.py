@@ -655,3 +655,52 @@ def test_stop_while_the_server_sits_on_a_request(
     assert WorkerState.STOPPED == worker.state
     assert [(job.id, "COMPLETED")] == [(r["job_id"], r["status"]) for r in read_outbox(outbox)]
     server.faults.clear()
+
+
+class _CtrlCAt(logging.Filter):
+    """A Ctrl-C landing while the worker logs *message*: where a signal can arrive
+    between two bytecodes of the main thread, made to arrive at one chosen spot."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+        self.raised = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == self.message and not self.raised:
+            self.raised += 1
+            raise KeyboardInterrupt
+        return True
+
+
+def test_a_ctrl_c_as_the_stop_begins_still_stops_the_worker(
+    client: TopChefClient,
+    server: TopChefServer,
+    adder: Service,
+    harness: Harness,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The second Ctrl-C of ``with worker:`` lands after the worker turned STOPPING
+    and before its stop sequence was launched: the stop still happens, at once (the
+    running job goes back to the queue), and the Ctrl-C reaches the caller."""
+    hold = harness.hold()
+    worker = harness.worker()
+    worker.handler(adder.id)(hold)
+    job = client.submit_job(adder.id, {"a": 1, "b": 2})
+    harness.start(worker)
+    hold.wait_started()
+    caplog.set_level(logging.INFO, "topchef_worker")  # the record is made, and filtered
+    interrupt = _CtrlCAt("worker stopping")
+    logger = logging.getLogger("topchef_worker")
+    logger.addFilter(interrupt)
+    try:
+        call = harness.call(worker.stop, None, name="test-stop")
+        with pytest.raises(KeyboardInterrupt):
+            call.result(MARGIN, "stop()")
+    finally:
+        logger.removeFilter(interrupt)
+    hold.release.set()
+
+    assert (1, WorkerState.STOPPED) == (interrupt.raised, worker.state)
+    assert JobStatus.REGISTERED == client.job(job.id).status
+    assert [] == harness.threads_left(hold.inside())

@@ -190,30 +190,46 @@ class Lifecycle:
     def stop(self, limit: float | None, cancel: bool, *, hurried: Callable[[], bool]) -> None:
         """Stop within *limit* seconds plus ``STOP_MARGIN``; *hurried* says that a
         second signal asked to stop at once."""
+        try:
+            begun = self._begin_stop(limit, cancel)
+        except KeyboardInterrupt:
+            # A Ctrl-C (a second signal) between the state change and the launch of
+            # the stop sequence: the worker must not be left STOPPING with its
+            # threads running, so the stop still happens, at once.
+            if self._begin_stop(0.0, cancel):
+                self._shutdown.join()
+            raise
+        if not begun or inside_worker():
+            return  # a handler or listener: the stop goes on without it
+        self._shutdown.wait(stopped=lambda: self.state is WorkerState.STOPPED, hurried=hurried)
+
+    def _begin_stop(self, limit: float | None, cancel: bool) -> bool:
+        """Tighten the stop's deadline and launch its sequence, once.  Returns
+        whether a stop is under way to wait for."""
         with self._cond:
             if self.state is WorkerState.NEW:
                 self._health.set_state(WorkerState.STOPPED)  # never started
-                return
+                return False
             stopped = self.state is WorkerState.STOPPED
-            first = self.state is not WorkerState.STOPPING and not stopped
             if not stopped:
                 self._shutdown.tighten(limit, cancel)
-            if first:
-                self._health.set_state(WorkerState.STOPPING)
+                if self.state is not WorkerState.STOPPING:
+                    self._health.set_state(WorkerState.STOPPING)
                 assert self.ctx is not None
                 self.ctx.stopping.set()
+                first = not self._shutdown.launched
         if stopped:  # a start that failed, or a stop, may still be ending its thread
             bound = time.monotonic() + (STOP_MARGIN if limit is None else min(limit, STOP_MARGIN))
             for thread in (self._connecting, self._shutdown.thread):
                 if thread is not None and thread is not threading.current_thread():
                     thread.join(max(0.0, bound - time.monotonic()))
-            return
+            return False
         if first:
-            _log.info("worker stopping")
-            self._shutdown.launch(self._stop_sequence)
-        if inside_worker():
-            return  # a handler or listener: the stop goes on without it
-        self._shutdown.wait(stopped=lambda: self.state is WorkerState.STOPPED, hurried=hurried)
+            try:
+                _log.info("worker stopping")
+            finally:
+                self._shutdown.launch(self._stop_sequence)
+        return True
 
     def _stop_sequence(self) -> None:
         ctx = self.ctx

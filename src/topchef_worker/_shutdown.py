@@ -39,6 +39,7 @@ class Shutdown:
         self.deadline: float | None = None
         self.cancel = False
         self.thread: threading.Thread | None = None
+        self.launched = False
 
     def tighten(self, limit: float | None, cancel: bool) -> None:
         """Make the deadline *limit* seconds from now, unless it is sooner already."""
@@ -55,7 +56,11 @@ class Shutdown:
         self.tighten(0.0, False)
 
     def launch(self, sequence: Callable[[], None]) -> None:
-        """Run *sequence* on a thread of its own (here, if no thread can start)."""
+        """Run *sequence* on a thread of its own (here, if no thread can start); once."""
+        with self._cond:
+            if self.launched:
+                return
+            self.launched = True
         self.thread = threading.Thread(target=sequence, name="topchef-stop")
         try:
             self.thread.start()
