@@ -38,9 +38,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check the package with mypy --strict."""
-    session.install(
-        "-e", ".[prometheus]", "mypy>=1.8", "types-requests", "types-jsonschema"
-    )
+    session.install("-e", ".[prometheus]", "mypy>=1.8", "types-requests", "types-jsonschema")
     session.run("mypy", "--strict", "src/topchef_worker")
 
 
