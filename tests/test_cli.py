@@ -56,6 +56,32 @@ def app(tmp_path: Path) -> Path:
     return path
 
 
+def cli(
+    *args: str, url: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a topchef-worker command to its end, with ``$TOPCHEF_URL`` set to *url* (or
+    unset) and no terminal on stdin."""
+    environment = {name: value for name, value in os.environ.items() if name != "TOPCHEF_URL"}
+    if url is not None:
+        environment["TOPCHEF_URL"] = url
+    return subprocess.run(
+        [*COMMAND, *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        env={**environment, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def error_line(stderr: str) -> str:
+    """The one error line a failed command printed (failing if there are more)."""
+    (line,) = [line for line in stderr.splitlines() if "error" in line]
+    assert line.startswith("topchef-worker: error: "), stderr
+    return line
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.bind((host, 0))
@@ -419,7 +445,11 @@ def test_operator_commands(
         (["submit", "{sid}", "[1]", "--url", "{url}"], 2, "must be a JSON object"),
         (["services", "--url", "http://127.0.0.1:{closed}"], 1, "Connection refused"),
         (["services"], 2, "no TopChef URL"),
-        (["jobs", "not-an-id", "--url", "{url}"], 2, "not a valid service id"),
+        (["jobs", "not-an-id", "--url", "{url}"], 1, "no service with id or name 'not-an-id'"),
+        (["job", "not-an-id", "--url", "{url}"], 2, "'not-an-id' is not a job id"),
+        (["run", "{app}:worker", "--log-level", "verbose"], 2, "invalid choice: 'VERBOSE'"),
+        (["run", "{app}:worker", "--metrics-port", "70000"], 2, "a port is 0 to 65535"),
+        (["serve", "--port", "-1"], 2, "a port is 0 to 65535"),
         (["requeue", "{sid}", "--job", "{sid}", "--url", "{url}"], 2, "add --yes"),
         (["jobs"], 2, "the following arguments are required"),
         (["demo", "--jobs", "0"], 2, "must be at least 1"),
@@ -446,13 +476,14 @@ def test_errors_are_one_line_with_documented_exit_codes(
         result = int(exit.code or 0)
     err = capsys.readouterr().err
     assert code == result
-    assert message in err
-    assert 1 == len([line for line in err.splitlines() if "error" in line])
+    (error,) = [line for line in err.splitlines() if "error" in line]
+    assert error.startswith("topchef-worker: error: ")
+    assert message in error
 
 
 def test_help_for_every_command_has_examples(capsys: Any) -> None:
     """Each command's --help shows examples."""
-    for command in ("run", "serve", "demo", "services", "jobs", "submit", "requeue"):
+    for command in ("run", "serve", "demo", "services", "jobs", "job", "submit", "requeue"):
         with pytest.raises(SystemExit) as exit:
             main([command, "--help"])
         assert 0 == exit.value.code

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import http
+import logging
 import socket
 import socketserver
 import threading
@@ -31,6 +32,9 @@ from ._faults import Action, Faults
 __all__ = ["LoggedRequest", "TopChefServer"]
 
 _REASONS = {status.value: status.phrase.upper() for status in http.HTTPStatus}
+
+#: Where a server made with ``log_requests=True`` logs each request, at INFO.
+_access_log = logging.getLogger("topchef_worker.testing.requests")
 
 
 @attrs.frozen(kw_only=True)
@@ -65,6 +69,12 @@ class TopChefServer:
         cost: Make requests take as long as on the real server (see
             :class:`CostModel`), for benchmarks; off by default.
         sleep: How latency and cost are spent (tests record them instead).
+        log_requests: Log each request at INFO on the
+            ``topchef_worker.testing.requests`` logger, as an access log: client
+            address, method, path, status and time taken, e.g.
+            ``127.0.0.1 GET /services/<id>/jobs/next 204 1.2 ms``.  Off by default,
+            so that a test's log shows what the code under test logs; ``topchef-worker
+            serve`` turns it on.  When off it costs one attribute read per request.
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`::
 
@@ -81,8 +91,10 @@ class TopChefServer:
         log_size: int | None = 10_000,
         cost: CostModel | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        log_requests: bool = False,
     ) -> None:
         self.host = host
+        self.log_requests = log_requests
         self.cost = cost
         self._port = port
         self.app = TopChefApp(clock)
@@ -325,20 +337,35 @@ class _Handler(socketserver.StreamRequestHandler):
         except (OSError, ValueError):
             self.close_connection = True
             return
+        owner = self.server.owner
+        started = time.perf_counter() if owner.log_requests else 0.0
         path, _, query = self.path.partition("?")
         request = AppRequest(
             method=self.command, path=unquote(path), headers=self.headers, body=body
         )
-        host = self.headers.get("host") or f"{self.server.owner.host}:{self.server.owner.port}"
-        response = self.server.owner.process(request, query, host)
+        host = self.headers.get("host") or f"{owner.host}:{owner.port}"
+        response = owner.process(request, query, host)
         if response is None:
             self.close_connection = True
             _shutdown(self.connection)
-            return
-        try:
-            self.wfile.write(self._encode(response))
-        except OSError:
-            self.close_connection = True
+        else:
+            try:
+                self.wfile.write(self._encode(response))
+            except OSError:
+                self.close_connection = True
+        if owner.log_requests:
+            self._log_request(response, started)
+
+    def _log_request(self, response: AppResponse | None, started: float) -> None:
+        """One access-log line, written outside the server lock, after the answer."""
+        _access_log.info(
+            "%s %s %s %s %.1f ms",
+            self.client_address[0],
+            self.command,
+            self.path,
+            "dropped" if response is None else response.status,
+            (time.perf_counter() - started) * 1000,
+        )
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
