@@ -190,8 +190,8 @@ class Worker:
 
     @property
     def url(self) -> str | None:
-        """The server's URL (None until known)."""
-        return self.settings.url
+        """The server's URL (None until known), from the code, ``configure`` or a client."""
+        return self.settings.url if self._given_client is None else self._given_client.base_url
 
     @property
     def max_jobs(self) -> int:
