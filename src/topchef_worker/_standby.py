@@ -121,8 +121,14 @@ class Standby:
         return lease is not None and (lease.role is ServiceRole.ACTIVE or lease.candidate)
 
     def _launch_release(self, svc: ServiceRun) -> None:
+        # Critical: a stop from an atexit hook (an embedding application's) finds every
+        # pool refusing work, and a skipped release leaves the next worker waiting a
+        # whole timeout.
         self._ctx.launcher.launch(
-            self._ctx.heartbeat_pool, f"release of service {svc.id}", self._releaser(svc)
+            self._ctx.heartbeat_pool,
+            f"release of service {svc.id}",
+            self._releaser(svc),
+            critical=True,
         )
 
     def _releaser(self, svc: ServiceRun) -> Callable[[], None]:
