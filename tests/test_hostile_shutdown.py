@@ -704,3 +704,48 @@ def test_a_ctrl_c_as_the_stop_begins_still_stops_the_worker(
     assert (1, WorkerState.STOPPED) == (interrupt.raised, worker.state)
     assert JobStatus.REGISTERED == client.job(job.id).status
     assert [] == harness.threads_left(hold.inside())
+
+
+class _ThreadingWithCtrlC:
+    """The ``threading`` module as ``_shutdown`` sees it, but making the stop thread
+    raises KeyboardInterrupt once: a Ctrl-C landing inside the launch itself."""
+
+    def __init__(self) -> None:
+        self.raised = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(threading, name)
+
+    def Thread(self, *args: Any, **kwargs: Any) -> threading.Thread:  # noqa: N802
+        if kwargs.get("name") == "topchef-stop" and not self.raised:
+            self.raised += 1
+            raise KeyboardInterrupt
+        return threading.Thread(*args, **kwargs)
+
+
+def test_a_ctrl_c_inside_the_launch_of_the_stop_still_stops_the_worker(
+    client: TopChefClient,
+    adder: Service,
+    harness: Harness,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The launch is interrupted before its thread exists: stop() launches again, the
+    sequence runs once, the running job goes back to the queue, and the Ctrl-C
+    reaches the caller."""
+    hold = harness.hold()
+    worker = harness.worker()
+    worker.handler(adder.id)(hold)
+    job = client.submit_job(adder.id, {"a": 1, "b": 2})
+    harness.start(worker)
+    hold.wait_started()
+    shim = _ThreadingWithCtrlC()
+    monkeypatch.setattr("topchef_worker._shutdown.threading", shim)
+    call = harness.call(worker.stop, 1.0, name="test-stop")
+    with pytest.raises(KeyboardInterrupt):
+        call.result(1.0 + MARGIN, "stop(timeout=1)")
+    monkeypatch.undo()
+    hold.release.set()
+
+    assert (1, WorkerState.STOPPED) == (shim.raised, worker.state)
+    assert JobStatus.REGISTERED == client.job(job.id).status
+    assert [] == harness.threads_left(hold.inside())

@@ -136,3 +136,42 @@ def test_a_service_given_by_id_is_reported_missing_until_it_answers_again(
         worker.wait_for(lambda s: s.completed == 1, WAIT)
         assert ("COMPLETED", True) == (client.job(job.id).status.value, worker.health().ready)
     assert any(f"service {service.id} answers again" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("exclusive", [True, False], ids=["exclusive", "shared"])
+def test_a_brief_404_finds_the_same_service_and_serves_it_on(
+    first: TopChefServer,
+    cleanup: list[Any],
+    caplog: pytest.LogCaptureFixture,
+    exclusive: bool,
+) -> None:
+    """One 404 for the check-in, then the server has the service after all: the
+    worker finds it under the same id and goes on serving it (nothing is renamed, no
+    slot is lost), and jobs run."""
+    caplog.set_level(logging.INFO, "topchef_worker")
+    worker = fast_worker(first, heartbeat_interval=0.05, exclusive=exclusive, max_jobs=1)
+    worker.handler(name="adder", description="adds", service_timeout=3, **SCHEMAS)(add)
+    cleanup.append(worker)
+    worker.start()
+    role = ServiceRole.ACTIVE if exclusive else ServiceRole.SHARED
+    service_id = served(worker, role)
+    first.faults.fail_next(
+        1,
+        status=404,
+        body=b'{"errors": [{"detail": "no such service"}]}',
+        content_type="application/json",
+        method="PATCH",
+        path=f"/services/{service_id}",
+    )
+    first.wait_for_requests(
+        lambda log: any(r.status == 404 for r in log) and log[-1].status != 404, WAIT
+    )
+    with TopChefClient(first.url) as client:
+        jobs = [client.submit_job(service_id, {"a": i, "b": 1}) for i in range(3)]
+        worker.wait_for(lambda s: s.completed == 3, WAIT)
+        statuses = {client.job(job.id).status.value for job in jobs}
+    assert ({"COMPLETED"}, [service_id]) == (statuses, list(worker.stats().roles))
+    worker.wait_for(lambda s: s.state is WorkerState.RUNNING, WAIT)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(f"service {service_id} answers again" in m for m in messages), messages
+    assert not any("served again" in m for m in messages)

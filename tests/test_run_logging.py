@@ -31,6 +31,8 @@ with TopChefServer() as server:
     @worker.handler(name="adder", description="adds", job_registration_schema={},
                     job_result_schema={})
     def add(parameters):
+        if MODE == "late":  # the application sets up its logging once under way
+            logging.basicConfig(level=logging.WARNING, format="app: %(levelname)s %(message)s")
         if parameters["b"] == 0:
             raise ValueError("b must not be 0")
         return {"sum": parameters["a"] + parameters["b"]}
@@ -95,3 +97,14 @@ def test_run_off_the_main_thread_is_not_a_main_loop(tmp_path: Path) -> None:
     stdout, stderr = run(tmp_path, "thread")
     assert "completed 1 failed 1" in stdout
     assert "worker started" not in stderr
+
+
+def test_logging_configured_while_run_runs_takes_over_at_once(tmp_path: Path) -> None:
+    """An application that configures logging while run() runs gets each record once,
+    in its own format, at its own level: run()'s handler steps aside."""
+    _, stderr = run(tmp_path, "late")
+    lines = stderr.splitlines()
+    failed = [line for line in lines if "failed: ValueError: b must not be 0" in line]
+    assert 1 == len(failed), stderr
+    assert failed[0].startswith("app: ERROR job "), stderr
+    assert [] == [line for line in lines if line.startswith("app: INFO")], stderr

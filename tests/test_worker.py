@@ -277,6 +277,38 @@ def test_results_rejected_by_the_server(
     )
 
 
+class _UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str() of this exception fails")
+
+
+def test_a_handler_exception_whose_str_raises_still_ends_its_job(
+    client: TopChefClient, server: TopChefServer
+) -> None:
+    """An exception whose ``__str__`` raises: the job ends ERROR all the same, with
+    its type named, and its slot is given back."""
+    service = client.create_service(
+        name="x", description="d", job_registration_schema={}, job_result_schema={}
+    )
+
+    def handler(parameters: dict[str, Any]) -> dict[str, Any]:
+        raise _UnprintableError
+
+    worker = fast_worker(server, max_jobs=1)
+    worker.handler(service.id)(handler)
+    jobs = [client.submit_job(service.id, {}) for _ in range(2)]
+    worker.run(until_idle=True)
+    stats = worker.stats()
+    results = [client.job(job.id).results for job in jobs]
+    assert (2, 0) == (stats.failed, stats.in_flight)
+    assert [
+        {
+            "error": "<str() of _UnprintableError raised RuntimeError>",
+            "error_type": "_UnprintableError",
+        }
+    ] * 2 == results
+
+
 def test_a_url_given_in_code_wins_over_the_environment(
     client: TopChefClient,
     server: TopChefServer,

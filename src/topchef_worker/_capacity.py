@@ -108,9 +108,12 @@ class Capacity:
         """A service is served under a new id (registered again): its limit and its
         slots go with it, and slots taken under the old id are given back to it, since
         their handlers still run (on the one instrument a limit of 1 protects)."""
+        if old == new or old not in self._per_service:
+            return
         self._limits[new] = self._limits[old]
         self._per_service[new] = self._per_service.pop(old)
         self._renamed[old] = new
+        self._renamed.pop(new, None)  # an id served before (the server came back): current
 
     def _give_back(self, service_id: str, *, global_part: bool) -> None:
         while service_id in self._renamed:

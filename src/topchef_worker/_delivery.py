@@ -32,7 +32,7 @@ from ._jobrun import JobRun, Kind
 from ._ledger import LedgerError, Outcome
 from ._logging import job_extra
 from ._models import JobStatus
-from ._policy import Report, error_reports, success_reports
+from ._policy import Report, error_reports, error_text, success_reports
 from ._scheduler import Timer
 from .exceptions import (
     InvalidResultsError,
@@ -92,8 +92,8 @@ class _Pending:
 def describe(error: BaseException) -> str:
     """An error in one line: TopChef's errors say enough, others get their type."""
     if isinstance(error, TopChefError):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
+        return error_text(error)
+    return f"{type(error).__name__}: {error_text(error)}"
 
 
 class Delivery:

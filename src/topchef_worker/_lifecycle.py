@@ -15,6 +15,7 @@ life is :mod:`topchef_worker._jobrun`'s):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -217,12 +218,13 @@ class Lifecycle:
                     self._health.set_state(WorkerState.STOPPING)
                 assert self.ctx is not None
                 self.ctx.stopping.set()
-                first = not self._shutdown.launched
+                first = not self._shutdown.under_way
         if stopped:  # a start that failed, or a stop, may still be ending its thread
             bound = time.monotonic() + (STOP_MARGIN if limit is None else min(limit, STOP_MARGIN))
-            for thread in (self._connecting, self._shutdown.thread):
+            for thread in (self._connecting, *self._shutdown.threads):
                 if thread is not None and thread is not threading.current_thread():
-                    thread.join(max(0.0, bound - time.monotonic()))
+                    with contextlib.suppress(RuntimeError):  # a launch cut short: unstarted
+                        thread.join(max(0.0, bound - time.monotonic()))
             return False
         if first:
             try:

@@ -82,8 +82,9 @@ def main_loop_logging(name: str = "topchef_worker") -> Iterator[bool]:
     is the program's main loop (the main thread) and logging is not configured.
 
     Yields whether it did.  Only the package's logger gets the handler, and it is
-    removed at the end, so a program that configures logging later, or embeds the
-    worker in a thread, sees nothing of it.
+    removed at the end.  A program that configures logging meanwhile (a handler on
+    the root logger) takes over at once: the handler shows nothing more, and the
+    logger's level is handed back, so no record shows twice.
     """
     logger = logging.getLogger(name)
     if threading.current_thread() is not threading.main_thread() or _configured(logger):
@@ -91,10 +92,28 @@ def main_loop_logging(name: str = "topchef_worker") -> Iterator[bool]:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    ours = [True]  # whether the handler and the level on the logger still count
+
+    def hand_over(record: logging.LogRecord) -> bool:
+        # On the logger, so that it runs before any handler and before the record
+        # goes up to the application's: one made at this function's level passes
+        # only if the application's own level lets it.
+        root = logging.getLogger()
+        if ours[0] and root.handlers:
+            ours[0] = False
+            if logger.level == logging.INFO:
+                logger.setLevel(logging.NOTSET)
+            return record.levelno >= root.getEffectiveLevel()
+        return True
+
+    handler.addFilter(lambda record: ours[0])
+    logger.addFilter(hand_over)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
         yield True
     finally:
         logger.removeHandler(handler)
-        logger.setLevel(logging.NOTSET)
+        logger.removeFilter(hand_over)
+        if ours[0] and logger.level == logging.INFO:
+            logger.setLevel(logging.NOTSET)

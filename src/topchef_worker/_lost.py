@@ -40,12 +40,17 @@ class LostServices:
         self._ctx = ctx
         self._rebind = rebind
         self._lost: dict[str, str] = {}  # service id -> the health condition's name
+        self._former: set[str] = set()  # ids a service had before it was registered again
 
     def report(self, svc: ServiceRun, error: BaseException) -> bool:
         """A request about *svc* failed with *error* (lock not held): if the server
         said the service does not exist, act on it.  Returns whether it did, so that
         the caller does not log the 404 again."""
-        if not isinstance(error, ServiceNotFoundError) or error.service_id != svc.id:
+        if not isinstance(error, ServiceNotFoundError):
+            return False
+        if error.service_id in self._former:
+            return True  # a request sent before the service was registered again
+        if error.service_id != svc.id:
             return False
         ctx = self._ctx
         described = svc.spec.service is not None
@@ -104,8 +109,12 @@ class LostServices:
             name = self._lost.pop(old, None)
             if name is not None:
                 ctx.health.condition(name, None)
+            if service.id == old:  # a 404 that passed: the server has it after all
+                _log.warning("service %s answers again", old, extra={"service_id": old})
+                return
             if ctx.stopping.is_set():
                 return
+            self._former.add(old)
             self._rebind(svc, service)
         _log.warning(
             "service %r is served again, as %s (jobs submitted to %s were lost with it)",

@@ -19,6 +19,7 @@ __all__ = [
     "Report",
     "default_error_results",
     "error_reports",
+    "error_text",
     "heartbeat_delay",
     "poll_delay",
     "success_reports",
@@ -105,6 +106,15 @@ def success_reports(
     return (Report(JobStatus.COMPLETED, dict(value)),)
 
 
+def error_text(error: BaseException) -> str:
+    """``str(error)``, or a stand-in when the exception's own ``__str__`` raises: a
+    handler's odd exception must never keep its job from ending."""
+    try:
+        return str(error)
+    except Exception as failure:
+        return f"<str() of {type(error).__name__} raised {type(failure).__name__}>"
+
+
 #: Longest exception message sent in default error results: a message is for a
 #: person, and a results column is no place for a megabyte of it.
 MESSAGE_LIMIT = 2000
@@ -118,7 +128,7 @@ def default_error_results(error: BaseException) -> dict[str, str]:
     properties are optional); otherwise ERROR goes alone, as before.
     """
     type_name = error.type_name if isinstance(error, HandlerError) else type(error).__name__
-    message = str(error) or type_name
+    message = error_text(error) or type_name
     if len(message) > MESSAGE_LIMIT:
         message = message[: MESSAGE_LIMIT - 3] + "..."
     return {"error": message, "error_type": type_name}
@@ -147,7 +157,7 @@ def error_reports(
     try:
         value = error_results(error)
     except BaseException as failure:  # a broken callback (even SystemExit) must not lose the job
-        return (bare,), [f"error_results raised {type(failure).__name__}: {failure}"]
+        return (bare,), [f"error_results raised {type(failure).__name__}: {error_text(failure)}"]
     if value is None:
         return (bare,), ()
     reasons = _sendable(value, check)

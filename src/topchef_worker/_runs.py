@@ -22,6 +22,7 @@ from ._delivery import Delivery
 from ._execution import call_handler
 from ._jobrun import Decision, JobRun, Phase
 from ._logging import job_extra
+from ._policy import error_text
 from ._pools import Pools, PoolUnavailableError
 from ._scheduler import Timer
 from .events import JobRetrying, JobStarted
@@ -292,7 +293,7 @@ class Runs:
                     service_id=svc.id,
                     attempt=run.attempt,
                     delay=delay,
-                    error=f"{type(error).__name__}: {error}",
+                    error=f"{type(error).__name__}: {error_text(error)}",
                 )
             )
         _log.warning(
@@ -300,7 +301,7 @@ class Runs:
             run.id,
             run.attempt - 1,
             type(error).__name__,
-            error,
+            error_text(error),
             run.attempt,
             delay,
             extra=job_extra(run.id, svc.id),

@@ -38,8 +38,8 @@ class Shutdown:
         self._clock = clock
         self.deadline: float | None = None
         self.cancel = False
-        self.thread: threading.Thread | None = None
-        self.launched = False
+        self.threads: list[threading.Thread] = []  # one, unless a launch was interrupted
+        self.began = False  # the sequence began (it runs once)
 
     def tighten(self, limit: float | None, cancel: bool) -> None:
         """Make the deadline *limit* seconds from now, unless it is sooner already."""
@@ -56,17 +56,30 @@ class Shutdown:
         self.tighten(0.0, False)
 
     def launch(self, sequence: Callable[[], None]) -> None:
-        """Run *sequence* on a thread of its own (here, if no thread can start); once."""
-        with self._cond:
-            if self.launched:
-                return
-            self.launched = True
-        self.thread = threading.Thread(target=sequence, name="topchef-stop")
-        try:
-            self.thread.start()
-        except RuntimeError:  # the interpreter is exiting: no new threads
-            self.thread = None
+        """Run *sequence* on a thread of its own (here, if no thread can start).
+
+        A Ctrl-C can interrupt a launch anywhere, and the caller then launches
+        again; the sequence runs once whatever happened, so a second thread that
+        finds it begun simply ends.
+        """
+
+        def once() -> None:
+            with self._cond:
+                if self.began:
+                    return
+                self.began = True
             sequence()
+
+        with self._cond:
+            if self.began:
+                return
+        thread = threading.Thread(target=once, name="topchef-stop")
+        self.threads.append(thread)
+        try:
+            thread.start()
+        except RuntimeError:  # the interpreter is exiting: no new threads
+            self.threads.remove(thread)
+            once()
 
     def wait(self, stopped: Callable[[], bool], hurried: Callable[[], bool]) -> None:
         """Wait until *stopped*, at most until the deadline plus ``STOP_MARGIN``;
@@ -92,12 +105,17 @@ class Shutdown:
         if interrupted is not None:
             raise interrupted
 
+    @property
+    def under_way(self) -> bool:
+        """The sequence began, or a thread that will begin it runs."""
+        return self.began or any(thread.is_alive() for thread in self.threads)
+
     def join(self) -> None:
-        """Wait for the stop thread, at most until the deadline plus ``STOP_MARGIN``."""
-        thread = self.thread
-        if thread is not None and thread is not threading.current_thread():
-            remaining = self._remaining()
-            thread.join(STOP_MARGIN if remaining is None else max(0.0, remaining))
+        """Wait for the stop threads, at most until the deadline plus ``STOP_MARGIN``."""
+        for thread in list(self.threads):
+            if thread is not threading.current_thread() and thread.ident is not None:
+                remaining = self._remaining()
+                thread.join(STOP_MARGIN if remaining is None else max(0.0, remaining))
 
     def remaining(self) -> float | None:
         """Seconds left of the bound (None: no deadline)."""

@@ -102,7 +102,7 @@ class WorkerStats:
     roles: dict[str, ServiceRole] = attrs.field(factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """These counters as plain JSON values: enums as their names, times as
+        """These counters as plain JSON values: enums as their values, times as
         ISO 8601 strings, ``None`` kept.  ``json.dumps(stats.to_dict())`` works, and
         so does returning it from a Flask or FastAPI route."""
         return _to_dict(self)
