@@ -417,20 +417,20 @@ def test_serve_runs_a_server_until_signalled(processes: Any) -> None:
     assert 0 == process.finish()
 
 
-def test_operator_commands(
-    server: TopChefServer, client: TopChefClient, adder: Service, capsys: Any
-) -> None:
-    """services, submit, jobs --status and requeue against a real server."""
+def test_operator_commands(server: TopChefServer, client: TopChefClient, adder: Service) -> None:
+    """services, submit, jobs --status and requeue against a real server, each run
+    as the console script."""
     url = ["--url", server.url]
-    assert 0 == main(["services", *url])
-    assert f"{adder.id}  Adder  adds a and b" in capsys.readouterr().out
-    assert 0 == main(["submit", adder.id, '{"a": 1, "b": 2}', *url])
-    job_id = capsys.readouterr().out.strip()
+    listed = cli("services", *url)
+    assert (0, f"{adder.id}  Adder  adds a and b") == (listed.returncode, listed.stdout.strip())
+    submitted = cli("submit", adder.id, '{"a": 1, "b": 2}', *url)
+    assert 0 == submitted.returncode, submitted.stderr
+    job_id = submitted.stdout.strip()
     client.update_job(job_id, status="WORKING")
-    assert 0 == main(["jobs", adder.id, "--status", "working", *url])
-    assert f"{job_id}  WORKING" in capsys.readouterr().out
-    assert 0 == main(["requeue", adder.id, "--all-working", "--yes", *url])
-    assert f"{job_id}  REGISTERED" in capsys.readouterr().out
+    working = cli("jobs", adder.id, "--status", "working", *url)
+    assert (0, True) == (working.returncode, f"{job_id}  WORKING" in working.stdout)
+    requeued = cli("requeue", adder.id, "--all-working", "--yes", *url)
+    assert (0, True) == (requeued.returncode, f"{job_id}  REGISTERED" in requeued.stdout)
     assert JobStatus.REGISTERED == client.job(job_id).status
 
 
