@@ -12,12 +12,45 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jsonschema
+import referencing
+import referencing.exceptions
 
 from .exceptions import ConfigurationError
 
-__all__ = ["Check", "check_schema", "checker"]
+__all__ = ["Check", "check_schema", "checker", "draft4_validator", "remote_refs"]
 
 Check = Callable[[Any], list[str]]
+
+
+def _refuse(uri: str) -> referencing.Resource[Any]:
+    raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]
+
+
+#: Resolves only what a schema holds itself: a ``$ref`` to anything else is
+#: unresolvable instead of a request to wherever the schema points (jsonschema's
+#: default still fetches URLs, a request the schema's author controls).
+_LOCAL_ONLY: referencing.Registry[Any] = referencing.Registry(retrieve=_refuse)  # type: ignore[call-arg]
+
+
+def draft4_validator(schema: Mapping[str, Any]) -> jsonschema.Draft4Validator:
+    """A Draft-4 validator, as TopChef's, that never fetches a remote ``$ref``."""
+    return jsonschema.Draft4Validator(dict(schema), registry=_LOCAL_ONLY)
+
+
+def remote_refs(schema: object) -> list[str]:
+    """Every ``$ref`` in *schema* that points outside it (anything but ``#...``)."""
+    found: list[str] = []
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and not ref.startswith("#"):
+                found.append(ref)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return sorted(set(found))
 
 
 def check_schema(schema: Mapping[str, Any], label: str) -> None:
