@@ -12,6 +12,7 @@ Failing early, with the argument named, is the better message.
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 from collections.abc import Mapping
 from datetime import timedelta
@@ -33,6 +34,7 @@ __all__ = [
     "check_service_id",
     "check_string",
     "json_body",
+    "redact",
     "timeout_pair",
     "whole_seconds",
 ]
@@ -138,6 +140,19 @@ def check_job_status(value: object) -> JobStatus:
     raise InvalidRequestError(f"{value!r:.40} is not a job status (one of {choices})")
 
 
+_USERINFO = re.compile(r"(?<=//)[^/?#@]*@")
+
+
+def redact(url: str) -> str:
+    """*url* as it may be shown (logs, messages, ``repr``): a user name and password in
+    it (``http://user:secret@host``, a token as user name) become ``***``.
+
+    Text, not a parse, so that it holds for a URL too malformed to parse, the very
+    one an error message is about.
+    """
+    return _USERINFO.sub("***@", url)
+
+
 #: The API's own paths: a base URL ending in one is an endpoint, not the root.
 _ENDPOINTS = frozenset({"services", "jobs", "next", "queue", "validator"})
 
@@ -149,28 +164,29 @@ def check_base_url(url: str) -> str:
     ends in an endpoint: ``http://host/services`` would send ``/services/services``
     and read the 404 as a missing service.
     """
+    shown = redact(url)
     if any(char.isspace() or ord(char) < 32 for char in url):
         raise ConfigurationError(
-            f"the TopChef URL {url!r} contains white space or control characters"
+            f"the TopChef URL {shown!r} contains white space or control characters"
         )
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
     except ValueError as error:
-        raise ConfigurationError(f"the TopChef URL {url!r} is malformed: {error}") from None
+        raise ConfigurationError(f"the TopChef URL {shown!r} is malformed: {error}") from None
     if parts.scheme not in ("http", "https"):
-        raise ConfigurationError(f"the TopChef URL {url!r} must start with http:// or https://")
+        raise ConfigurationError(f"the TopChef URL {shown!r} must start with http:// or https://")
     if not parts.hostname:
-        raise ConfigurationError(f"the TopChef URL {url!r} names no host")
+        raise ConfigurationError(f"the TopChef URL {shown!r} names no host")
     if port is not None and not 0 < port < 65536:
-        raise ConfigurationError(f"the TopChef URL {url!r} has a port out of range")
+        raise ConfigurationError(f"the TopChef URL {shown!r} has a port out of range")
     if parts.query or parts.fragment:
-        raise ConfigurationError(f"the TopChef URL {url!r} must not have a query or fragment")
+        raise ConfigurationError(f"the TopChef URL {shown!r} must not have a query or fragment")
     segments = [segment for segment in parts.path.split("/") if segment]
     if segments and segments[-1] in _ENDPOINTS:
-        root = urllib.parse.urlunsplit(parts._replace(path="/".join(segments[:-1])))
+        root = redact(urllib.parse.urlunsplit(parts._replace(path="/".join(segments[:-1]))))
         raise ConfigurationError(
-            f"the TopChef URL {url!r} names the /{segments[-1]} endpoint, not the "
+            f"the TopChef URL {shown!r} names the /{segments[-1]} endpoint, not the "
             f"server's root: use {root.rstrip('/')!r}"
         )
     return url

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._arguments import redact
 from ._cli_common import (
     OK,
     CommandFailedError,
@@ -61,7 +62,9 @@ def find_service(client: TopChefClient, wanted: str) -> ServiceSummary:
         ids = ", ".join(service.id for service in named)
         raise UsageError(f"{len(named)} services are named {wanted!r}: {ids}; give an id")
     if not named:
-        raise CommandFailedError(f"no service with id or name {wanted!r} on {client.base_url}")
+        raise CommandFailedError(
+            f"no service with id or name {wanted!r} on {redact(client.base_url)}"
+        )
     return named[0]
 
 
@@ -75,7 +78,7 @@ def describe(service: ServiceSummary) -> str:
 def cmd_services(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         services = client.services()
-        url = client.base_url
+        url = redact(client.base_url)
     if args.json:
         print_json([service_record(service) for service in services])
         return OK
@@ -94,7 +97,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             for job in client.jobs(service.id)
             if args.status is None or job.status is args.status
         ]
-        url = client.base_url
+        url = redact(client.base_url)
     if args.json:
         print_json([job_record(job, service.id) for job in jobs])
         return OK

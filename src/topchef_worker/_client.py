@@ -37,6 +37,7 @@ from ._arguments import (
     check_service_id,
     check_string,
     json_body,
+    redact,
     timeout_pair,
     whole_seconds,
 )
@@ -107,6 +108,7 @@ class TopChefClient:
         if not isinstance(base_url, str):
             raise ValueError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
         self.base_url = check_base_url(base_url).rstrip("/")
+        self._shown_url = redact(self.base_url)  # for messages: no password in them
         self.timeout = timeout_pair(timeout)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy or None, got {retry!r}")
@@ -126,7 +128,7 @@ class TopChefClient:
         )
 
     def __repr__(self) -> str:
-        return f"TopChefClient({self.base_url!r})"
+        return f"TopChefClient({self._shown_url!r})"
 
     def close(self) -> None:
         """Close the session if the client made it; a session passed in stays open."""
@@ -403,14 +405,14 @@ class TopChefClient:
             read_body(method, path, response, self.max_response_bytes)
         except requests.RequestException as error:
             raise transport_error(
-                method, path, error, base_url=self.base_url, timeout=self.timeout
+                method, path, error, base_url=self._shown_url, timeout=self.timeout
             ) from error
         if response.status_code not in expect:
             raise response_error(
                 method,
                 path,
                 response,
-                base_url=self.base_url,
+                base_url=self._shown_url,
                 service_id=service_id,
                 job_id=job_id,
             )

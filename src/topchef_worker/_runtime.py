@@ -22,6 +22,7 @@ from concurrent.futures import Executor
 from datetime import datetime
 
 from . import _schemas
+from ._arguments import redact
 from ._capacity import Capacity
 from ._context import Context
 from ._delivery import Delivery
@@ -121,7 +122,7 @@ class Runtime:
         )
         _log.info(
             "worker started on %s: %d service(s) (%s), max_jobs=%d, pools: %s",
-            self.ctx.settings.url,
+            redact(self.ctx.settings.url or ""),
             len(self.services),
             ", ".join(
                 f"{svc.service.name!r} {svc.id}{'' if svc.lease else ' (shared)'}"

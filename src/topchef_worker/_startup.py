@@ -23,7 +23,7 @@ from typing import TypeVar
 import attrs
 import requests
 
-from ._arguments import check_base_url
+from ._arguments import check_base_url, redact
 from ._client import TopChefClient
 from ._context import Context
 from ._handlers import HandlerSpec
@@ -118,7 +118,7 @@ def open_context(
     env_url = os.environ.get("TOPCHEF_URL")
     url = client.base_url if client is not None else settings.url or env_url
     if env_url and url and env_url.rstrip("/") != url.rstrip("/"):
-        _log.info("TOPCHEF_URL (%s) is not used: the worker's own URL wins", env_url)
+        _log.info("TOPCHEF_URL (%s) is not used: the worker's own URL wins", redact(env_url))
     if not url:
         raise ConfigurationError("no TopChef URL: pass Worker(url), use --url, or set TOPCHEF_URL")
     settings = attrs.evolve(settings, url=check_base_url(url))
@@ -179,7 +179,7 @@ def resolve_all(ctx: Context, handlers: Sequence[HandlerSpec]) -> list[tuple[Han
         service = retry_until_answered(
             lambda spec=spec: resolve(ctx.client, spec),  # type: ignore[misc]
             what=f"finding service {spec.label}",
-            url=ctx.settings.url or "",
+            url=redact(ctx.settings.url or ""),
             retry=ctx.settings.retry,
             stop=ctx.stopping,
             rand=ctx.rand,

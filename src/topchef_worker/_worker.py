@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import attrs
 import requests
 
+from ._arguments import redact
 from ._client import DEFAULT_TIMEOUT, TimeoutLike, TopChefClient
 from ._execution import check_picklable
 from ._handlers import ErrorResults, HandlerSpec, add_handler
@@ -113,8 +114,7 @@ class Worker:
         lease_settle: Seconds a worker waits between writing its claim to a
             service's lease and reading it back, to learn whether another worker
             starting at the same moment wrote later (and won).  Every worker of a
-            service must use the same value; a test server on the same machine
-            answers in a millisecond, and 0.1 s is plenty there.
+            service must use the same value; 0.1 s is plenty on one machine.
         clock: Monotonic seconds, for scheduling.
         rand: Returns floats in [0, 1), for jitter.
     """
@@ -186,7 +186,7 @@ class Worker:
         )
 
     def __repr__(self) -> str:
-        return f"<Worker {self.url or '(no URL yet)'} {self.state.value}>"
+        return f"<Worker {redact(self.url or '(no URL yet)')} {self.state.value}>"
 
     @property
     def url(self) -> str | None:

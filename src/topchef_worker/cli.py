@@ -29,7 +29,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from ._arguments import check_base_url
+from ._arguments import check_base_url, redact
 from ._cli_admin import add_admin_commands
 from ._cli_common import (
     FAILED,
@@ -107,7 +107,8 @@ def run_url(code_url: str | None, option: str | None) -> str | None:
         return option
     if code_url.rstrip("/") != option.rstrip("/"):
         raise UsageError(
-            f"the worker's code sets url={code_url!r} and --url gives {option!r}; "
+            f"the worker's code sets url={redact(code_url)!r} and --url gives "
+            f"{redact(option)!r}; "
             "the code's URL wins: remove one of them"
         )
     return None
