@@ -8,11 +8,14 @@ journal and outbox are private to their user.
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
 import os
 import stat
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +126,113 @@ def test_the_worker_s_files_are_private(server: TopChefServer, tmp_path: Path) -
         os.umask(previous)
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
     assert {"journal.jsonl": 0o600, "journal.jsonl.lease": 0o600} == modes
+
+
+class _Listener:
+    """An HTTP server on loopback that records what is fetched from it."""
+
+    def __init__(self) -> None:
+        hits: list[str] = []
+        self.hits = hits
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hits.append(self.path)
+                body = b'{"type": "string"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/schema.json"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def listener() -> Iterator[_Listener]:
+    made = _Listener()
+    yield made
+    made.close()
+
+
+def test_a_described_schema_with_a_remote_ref_is_refused(listener: _Listener) -> None:
+    worker = Worker("http://127.0.0.1:9")
+    with pytest.raises(ConfigurationError, match="never fetched") as refused:
+        worker.handler(
+            name="x",
+            description="d",
+            job_registration_schema={},
+            job_result_schema={"properties": {"sum": {"$ref": listener.url}}},
+        )(lambda parameters: {})
+    assert listener.url in str(refused.value)
+    assert [] == listener.hits
+
+
+def test_a_stored_schema_with_a_remote_ref_is_never_fetched(
+    server: TopChefServer,
+    client: TopChefClient,
+    listener: _Listener,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A service registered elsewhere whose result schema points at a URL: the worker
+    says it makes no local check, and neither it nor the test server fetches it."""
+    service = client.create_service(
+        name="x",
+        description="d",
+        job_registration_schema={},
+        job_result_schema={"properties": {"sum": {"$ref": listener.url}}},
+    )
+    worker = fast_worker(server)
+    worker.handler(service.id)(lambda parameters: {"sum": 3})
+    client.submit_job(service.id, {})
+    with caplog.at_level(logging.WARNING, logger="topchef_worker"):
+        worker.run(until_idle=True)
+    assert [] == listener.hits
+    assert any(
+        f"the result schema of service {service.id} refers to other documents with $ref"
+        in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_values_are_logged_only_when_asked_for(
+    server: TopChefServer, client: TopChefClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Results that fail the schema: the ERROR names the place and the rule; the value
+    appears only on the ``topchef_worker.values`` logger at DEBUG."""
+    service = client.create_service(
+        name="x",
+        description="d",
+        job_registration_schema={},
+        job_result_schema={"properties": {"pin": {"type": "integer"}}},
+    )
+
+    def run_one() -> None:
+        worker = fast_worker(server)
+        worker.handler(service.id)(lambda parameters: {"pin": SECRET})
+        client.submit_job(service.id, {})
+        worker.run(until_idle=True)
+
+    caplog.set_level(logging.INFO, logger="topchef_worker")
+    caplog.set_level(logging.WARNING, logger="topchef_worker.values")
+    run_one()
+    quiet = [r.getMessage() for r in caplog.records]
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="topchef_worker.values")
+    run_one()
+    asked = [r.getMessage() for r in caplog.records if r.name == "topchef_worker.values"]
+
+    assert any('$.pin: a string, against "type": "integer"' in m for m in quiet), quiet
+    assert [] == [m for m in quiet if SECRET in m]
+    expected = f'$.pin: a string, against "type": "integer": \'{SECRET}\' is not of type'
+    assert [expected + " 'integer'"] == asked

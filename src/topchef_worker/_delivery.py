@@ -34,6 +34,7 @@ from ._logging import job_extra
 from ._models import JobStatus
 from ._policy import Report, error_reports, error_text, success_reports
 from ._scheduler import Timer
+from ._schemas import server_reasons
 from .exceptions import (
     InvalidResultsError,
     JobError,
@@ -308,7 +309,7 @@ class Delivery:
             return
         if report.status is JobStatus.COMPLETED:
             reasons = (
-                [entry.detail for entry in error.errors] or [str(error)]
+                server_reasons(error.errors, "rejected")
                 if isinstance(error, RejectedError)
                 else [describe(error)]
             )

@@ -348,8 +348,12 @@ def _service_run(
         spec=spec,
         service=service,
         interval=interval,
-        check_parameters=_schemas.checker(service.job_registration_schema),
-        check_results=_schemas.checker(service.job_result_schema),
+        check_parameters=_schemas.checker(
+            service.job_registration_schema, f"the registration schema of service {service.id}"
+        ),
+        check_results=_schemas.checker(
+            service.job_result_schema, f"the result schema of service {service.id}"
+        ),
         heartbeat_timer=Timer(f"heartbeat of service {service.id}", lambda: None),
         poll_timer=Timer(f"poll of service {service.id}", lambda: None),
         lease_timer=Timer(f"lease of service {service.id}", lambda: None),
