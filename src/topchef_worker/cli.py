@@ -165,7 +165,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    server = TopChefServer(host=args.host, port=args.port, log_requests=not args.quiet)
+    if args.idle_timeout <= 0 or args.read_timeout <= 0:
+        raise UsageError("--idle-timeout and --read-timeout must be more than 0")
+    server = TopChefServer(
+        host=args.host,
+        port=args.port,
+        log_requests=not args.quiet,
+        max_body=args.max_body,
+        max_header_bytes=args.max_header_bytes,
+        max_header_lines=args.max_header_lines,
+        max_connections=args.max_connections,
+        idle_timeout=args.idle_timeout,
+        read_timeout=args.read_timeout,
+    )
     try:
         server.start()
     except OSError as error:  # a port in use or not allowed, an unknown host
@@ -301,6 +313,23 @@ def _add_serve(commands: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     serve.add_argument("--port", type=port, default=5000, help="default: 5000; 0 for any free one")
     serve.add_argument("--quiet", action="store_true", help="do not log requests")
+    limits = serve.add_argument_group("limits (requests beyond them are refused, 413/414/431)")
+    limits.add_argument(
+        "--max-body", type=positive_int, default=10 * 1024 * 1024, help="bytes (default: 10 MiB)"
+    )
+    limits.add_argument(
+        "--max-header-bytes", type=positive_int, default=64 * 1024, help="bytes (default: 64 KiB)"
+    )
+    limits.add_argument("--max-header-lines", type=positive_int, default=100, help="default: 100")
+    limits.add_argument(
+        "--max-connections", type=positive_int, default=64, help="served at once (default: 64)"
+    )
+    limits.add_argument(
+        "--idle-timeout", type=seconds, default=5.0, help="seconds between requests (default: 5)"
+    )
+    limits.add_argument(
+        "--read-timeout", type=seconds, default=10.0, help="seconds to send a request (default: 10)"
+    )
     serve.set_defaults(handler=cmd_serve)
 
 

@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import attrs
-import jsonschema
 
 from topchef_worker._ids import parse_id
+from topchef_worker._schemas import draft4_validator
 
 from ._wire import (
     API_INFO,
@@ -187,10 +187,8 @@ class TopChefApp:
             schema = (
                 service.registration_schema if which == "registration" else service.result_schema
             )
-            # Like the real server, no check_schema: a stored schema that is not
-            # valid Draft 4 fails (500) only where validating an instance reaches the
-            # broken part, e.g. {"type": "float"} for a property that is present.
-            validator = service.validators[which] = jsonschema.Draft4Validator(schema)
+            # See _validator_post: as the real server validates, never fetching.
+            validator = service.validators[which] = draft4_validator(schema)
         return validator
 
     def _has_timed_out(self, service: _Service) -> bool:
@@ -435,10 +433,16 @@ class TopChefApp:
                 problems.append(deserialization_error(key, ["Not a valid mapping type."]))
         if problems:
             return error_response(problems)
-        jsonschema.Draft4Validator.check_schema(body["schema"])
+        # As the real server (jsonschema 2.6): Draft4Validator(schema).iter_errors,
+        # no check_schema.  So Draft-6 keywords ("const", a numeric
+        # "exclusiveMinimum") are ignored, "exclusiveMinimum" is only read, for its
+        # truth, by "minimum" (0 is false, 5 true), and a schema that is not valid
+        # Draft 4 fails (500) only where an instance reaches the broken part, e.g.
+        # {"type": "float"}.  A $ref outside the schema is never fetched: it is
+        # unresolvable, a 500 page, as on the real server when its fetch fails.
         errors = [
             error_entry(400, "JSONSchema Validation Error", schema_error_detail(error))
-            for error in jsonschema.Draft4Validator(body["schema"]).iter_errors(body["object"])
+            for error in draft4_validator(body["schema"]).iter_errors(body["object"])
         ]
         if errors:
             return error_response(errors)

@@ -1,40 +1,40 @@
-"""The HTTP side of :class:`TopChefServer`: sockets, threads, faults and the log.
+"""The HTTP side of :class:`TopChefServer`: its options, faults and the log.
 
 Each connection gets a thread (HTTP/1.1 keep-alive, so a client reuses it), but every
 request is handled under one lock, because the real server handles one request at a
 time and clients must be tested against that.  Stopping the server closes every
 connection and joins every thread; starting it again binds the same port and keeps
-the state, which is how tests simulate a server restart.
+the state, which is how tests simulate a server restart.  How connections are read,
+bounded and timed out is in :mod:`._connection`; how requests are parsed, in
+:mod:`._http`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import email.utils
-import http
-import logging
-import socket
-import socketserver
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from urllib.parse import unquote
+from collections.abc import Callable
 
 import attrs
 
 from topchef_worker._ids import parse_id
 
 from ._app import AppRequest, AppResponse, Clock, TopChefApp
+from ._connection import HTTPServer
 from ._cost import CostModel
 from ._faults import Action, Faults
+from ._http import Limits
 
 __all__ = ["LoggedRequest", "TopChefServer"]
 
-_REASONS = {status.value: status.phrase.upper() for status in http.HTTPStatus}
 
-#: Where a server made with ``log_requests=True`` logs each request, at INFO.
-_access_log = logging.getLogger("topchef_worker.testing.requests")
+#: Headers whose values are credentials: shown as ``***`` in a request's ``repr``.
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def _shown(headers: dict[str, str]) -> dict[str, str]:
+    return {k: "***" if k.lower() in _SECRET_HEADERS else v for k, v in headers.items()}
 
 
 @attrs.frozen(kw_only=True)
@@ -50,7 +50,7 @@ class LoggedRequest:
     method: str
     path: str
     query: str
-    headers: dict[str, str] = attrs.field(hash=False)
+    headers: dict[str, str] = attrs.field(hash=False, repr=lambda h: repr(_shown(h)))
     body: bytes
     status: int | None
     dropped: bool = False
@@ -75,6 +75,26 @@ class TopChefServer:
             ``127.0.0.1 GET /services/<id>/jobs/next 204 1.2 ms``.  Off by default,
             so that a test's log shows what the code under test logs; ``topchef-worker
             serve`` turns it on.  When off it costs one attribute read per request.
+            Requests the server refuses (below) are logged too, with the reason.
+        max_body: The largest request body, in bytes (10 MiB); a larger one is
+            answered 413 before any of it is read (before ``100 Continue``).
+        max_header_bytes: The largest request head (request line and headers), in
+            bytes (64 KiB); beyond it 431, or 414 while still in the request line.
+        max_header_lines: The most header lines a request may have (100); else 431.
+        max_connections: How many connections are served at once, a thread each
+            (64).  At the bound a new connection closes an idle keep-alive one, or
+            else waits in the listen queue for a thread to finish.
+        idle_timeout: Seconds a connection may wait between requests (5) before the
+            server closes it.
+        read_timeout: Seconds a request may take to arrive, from its first byte to
+            the end of its body (10); else 408.  Also how long an answer may take to
+            send.
+
+    A request that is not HTTP/1.1 as RFC 9112 has it (or is ambiguous: both
+    ``Content-Length`` and ``Transfer-Encoding``, a ``Transfer-Encoding`` other than
+    ``chunked``, obs-fold, a path that is not UTF-8 once percent-decoded, ...) is
+    answered 400.  Every refusal closes the connection, and is not in
+    :attr:`requests`, which holds what reached the TopChef API.
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`::
 
@@ -92,7 +112,21 @@ class TopChefServer:
         cost: CostModel | None = None,
         sleep: Callable[[float], None] = time.sleep,
         log_requests: bool = False,
+        max_body: int = 10 * 1024 * 1024,
+        max_header_bytes: int = 64 * 1024,
+        max_header_lines: int = 100,
+        max_connections: int = 64,
+        idle_timeout: float = 5.0,
+        read_timeout: float = 10.0,
     ) -> None:
+        if min(max_body, max_header_bytes, max_header_lines) < 0 or max_connections < 1:
+            raise ValueError("limits must not be negative; max_connections at least 1")
+        if idle_timeout <= 0 or read_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        self.limits = Limits(max_body, max_header_bytes, max_header_lines)
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.read_timeout = read_timeout
         self.host = host
         self.log_requests = log_requests
         self.cost = cost
@@ -102,7 +136,7 @@ class TopChefServer:
         self._lock = threading.Lock()
         self._logged = threading.Condition(self._lock)
         self._log: deque[LoggedRequest] = deque(maxlen=log_size)
-        self._httpd: _HTTPServer | None = None
+        self._httpd: HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._sleep = sleep
 
@@ -129,7 +163,7 @@ class TopChefServer:
         """Start serving (again, on the same port, with the same state)."""
         if self._httpd is not None:
             return self
-        httpd = _HTTPServer((self.host, self._port), self)
+        httpd = HTTPServer((self.host, self._port), self)
         self._port = httpd.server_address[1]
         self._httpd = httpd
         self._thread = threading.Thread(
@@ -149,8 +183,9 @@ class TopChefServer:
         if httpd is None or thread is None:
             return
         self._httpd = self._thread = None
-        httpd.shutdown()
+        # Connections first: it also frees an accept loop waiting for a thread slot.
         httpd.close_connections()
+        httpd.shutdown()
         httpd.server_close()
         thread.join()
 
@@ -229,175 +264,3 @@ class TopChefServer:
             )
             self._logged.notify_all()
             return None if dropped else response
-
-
-class _HTTPServer(socketserver.ThreadingTCPServer):
-    # Plain TCPServer rather than http.server.HTTPServer, whose server_bind looks up
-    # the host's FQDN: a DNS query on every start.
-    allow_reuse_address = True
-    daemon_threads = False
-    block_on_close = True
-
-    def __init__(self, address: tuple[str, int], owner: TopChefServer) -> None:
-        self.owner = owner
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        self._closing = False
-        super().__init__(address, _Handler)
-
-    def track(self, connection: socket.socket) -> bool:
-        """Register a connection; False if the server is already closing."""
-        with self._connections_lock:
-            if self._closing:
-                return False
-            self._connections.add(connection)
-            return True
-
-    def untrack(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.discard(connection)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            self._closing = True
-            connections = list(self._connections)
-        for connection in connections:
-            _shutdown(connection)
-
-
-def _shutdown(connection: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed by the peer
-        connection.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(socketserver.StreamRequestHandler):
-    """HTTP/1.1 with keep-alive, parsed by hand.
-
-    http.server's parser goes through the email package and cost half of the
-    server's time per request; TopChef clients send small, well-formed requests, so
-    a plain line parser serves them at a fraction of that.
-    """
-
-    disable_nagle_algorithm = True
-    server: _HTTPServer
-    close_connection: bool
-    command: str
-    headers: dict[str, str]
-
-    def setup(self) -> None:
-        super().setup()
-        if not self.server.track(self.connection):
-            _shutdown(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.untrack(self.connection)
-
-    def handle(self) -> None:
-        self.close_connection = False
-        while not self.close_connection:
-            self.handle_one_request()
-
-    def _read_head(self) -> bool:
-        """Read the request line and headers; False to close the connection."""
-        line = self.rfile.readline(65537)
-        if not line or len(line) > 65536:
-            return False
-        words = line.decode("latin-1").split()
-        if len(words) != 3 or not words[2].startswith("HTTP/1."):
-            self.wfile.write(b"HTTP/1.1 400 BAD REQUEST\r\nContent-Length: 0\r\n\r\n")
-            return False
-        self.command, self.path, version = words
-        headers: dict[str, str] = {}
-        for _ in range(200):
-            raw = self.rfile.readline(65537)
-            if raw in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = raw.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        else:
-            return False
-        self.headers = headers
-        connection = headers.get("connection", "").lower()
-        self.close_connection = connection == "close" or (
-            version == "HTTP/1.0" and connection != "keep-alive"
-        )
-        if headers.get("expect", "").lower() == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 CONTINUE\r\n\r\n")
-        return True
-
-    def handle_one_request(self) -> None:
-        try:
-            if not self._read_head():
-                self.close_connection = True
-                return
-            body = self._read_body()
-        except (OSError, ValueError):
-            self.close_connection = True
-            return
-        owner = self.server.owner
-        started = time.perf_counter() if owner.log_requests else 0.0
-        path, _, query = self.path.partition("?")
-        request = AppRequest(
-            method=self.command, path=unquote(path), headers=self.headers, body=body
-        )
-        host = self.headers.get("host") or f"{owner.host}:{owner.port}"
-        response = owner.process(request, query, host)
-        if response is None:
-            self.close_connection = True
-            _shutdown(self.connection)
-        else:
-            try:
-                self.wfile.write(self._encode(response))
-            except OSError:
-                self.close_connection = True
-        if owner.log_requests:
-            self._log_request(response, started)
-
-    def _log_request(self, response: AppResponse | None, started: float) -> None:
-        """One access-log line, written outside the server lock, after the answer."""
-        _access_log.info(
-            "%s %s %s %s %.1f ms",
-            self.client_address[0],
-            self.command,
-            self.path,
-            "dropped" if response is None else response.status,
-            (time.perf_counter() - started) * 1000,
-        )
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            return b"".join(self._chunks())
-        length = int(self.headers.get("content-length") or 0)
-        if length < 0:
-            raise ValueError("negative Content-Length")
-        return self.rfile.read(length) if length else b""
-
-    def _chunks(self) -> Iterator[bytes]:
-        while True:
-            size = int(self.rfile.readline(1024).split(b";", 1)[0], 16)
-            if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return
-            yield self.rfile.read(size)
-            self.rfile.readline(1024)
-
-    def _encode(self, response: AppResponse) -> bytes:
-        status = response.status
-        body = b"" if self.command == "HEAD" else response.body
-        lines = [
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'UNKNOWN')}",
-            "Server: topchef",
-            f"Date: {email.utils.formatdate(usegmt=True)}",
-        ]
-        if response.content_type is not None:
-            lines.append(f"Content-Type: {response.content_type}")
-        if status != 204:
-            lines.append(f"Content-Length: {len(body)}")
-        lines.extend(f"{name}: {value}" for name, value in response.headers)
-        if self.close_connection:
-            lines.append("Connection: close")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
