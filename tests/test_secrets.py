@@ -8,6 +8,7 @@ journal and outbox are private to their user.
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import logging
@@ -23,7 +24,7 @@ import pytest
 
 from test_cli import COMMAND
 from test_worker import WAIT, fast_worker
-from topchef_worker import TopChefClient, Worker
+from topchef_worker import RetryPolicy, TopChefClient, Worker
 from topchef_worker._arguments import redact
 from topchef_worker.exceptions import ConfigurationError, TopChefError
 from topchef_worker.testing import TopChefServer
@@ -192,7 +193,8 @@ def test_a_stored_schema_with_a_remote_ref_is_never_fetched(
         job_registration_schema={},
         job_result_schema={"properties": {"sum": {"$ref": listener.url}}},
     )
-    worker = fast_worker(server)
+    # The server cannot resolve it either: 500s, tried quickly here.
+    worker = fast_worker(server, retry=RetryPolicy.forever(initial=0.01, maximum=0.05))
     worker.handler(service.id)(lambda parameters: {"sum": 3})
     client.submit_job(service.id, {})
     with caplog.at_level(logging.WARNING, logger="topchef_worker"):
@@ -236,3 +238,16 @@ def test_values_are_logged_only_when_asked_for(
     assert [] == [m for m in quiet if SECRET in m]
     expected = f'$.pin: a string, against "type": "integer": \'{SECRET}\' is not of type'
     assert [expected + " 'integer'"] == asked
+
+
+def test_a_logged_request_hides_its_credentials(server: TopChefServer) -> None:
+    """The test server's request log keeps the headers (tests assert on them), and
+    its ``repr``, which a failing assertion prints, shows credentials as ``***``."""
+    with TopChefClient(with_password(server.url)) as client:
+        client.session.headers["Cookie"] = f"session={SECRET}"
+        client.services()
+    (request,) = server.requests
+    assert request.headers["authorization"].startswith("Basic ")
+    assert "'authorization': '***'" in repr(request)
+    assert SECRET not in repr(request)
+    assert base64.b64encode(f"lab:{SECRET}".encode()).decode() not in repr(request)

@@ -281,7 +281,8 @@ def test_results_rejected_by_the_server(
     )
     assert not any("eleven" in m for m in rejected)
     assert 1 == len(values)
-    assert "the server said: " in values[0] and "'eleven' is not of type 'number'" in values[0]
+    assert "the server said: " in values[0]
+    assert "'eleven' is not of type 'number'" in values[0]
 
 
 class _UnprintableError(Exception):

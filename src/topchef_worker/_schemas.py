@@ -68,14 +68,20 @@ def remote_refs(schema: object) -> list[str]:
 
 
 def check_schema(schema: Mapping[str, Any], label: str) -> None:
-    """Refuse a schema that is not valid Draft 4, which TopChef would store and then
-    fail every job on with a 500, and one with a remote ``$ref``, which validating
-    would fetch from wherever it points."""
+    """Refuse a schema that is not valid Draft 4, and one with a remote ``$ref``,
+    which validating would fetch from wherever it points.
+
+    TopChef stores any schema and validates with Draft 4 without checking it first:
+    a broken part fails (500) the jobs that reach it, and a later draft's form (a
+    numeric ``exclusiveMinimum``) is silently not enforced.  Neither is what the
+    schema's author meant, so a described handler's schema is checked here.
+    """
     try:
         jsonschema.Draft4Validator.check_schema(dict(schema))
     except jsonschema.SchemaError as error:
         raise ConfigurationError(
-            f"{label} is not a valid Draft-4 JSON Schema: {error.message}"
+            f"{label} is not a valid Draft-4 JSON Schema (TopChef validates with Draft 4, "
+            f"where it would fail or not be enforced): {error.message}"
         ) from None
     remote = remote_refs(schema)
     if remote:
