@@ -63,3 +63,15 @@ def ipv6_loopback() -> str:
     except OSError as error:
         pytest.skip(f"no IPv6 loopback: {error}")
     return "::1"
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Any]]:
+    """Processes a test started (the CLI tests' ``Process``): killed at the end if
+    still running, so that a failing test leaves none behind."""
+    started: list[Any] = []
+    yield started
+    for process in started:
+        if process.popen.poll() is None:
+            process.popen.kill()
+            process.finish()

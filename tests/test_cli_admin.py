@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import subprocess
-from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
@@ -16,16 +15,6 @@ from topchef_worker import JobStatus, Service, TopChefClient
 from topchef_worker.testing import TopChefServer
 
 MISSING_JOB = "00000000-0000-4000-8000-000000000000"
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    started: list[Process] = []
-    yield started
-    for process in started:
-        if process.popen.poll() is None:
-            process.popen.kill()
-            process.finish()
 
 
 def make_service(client: TopChefClient, name: str, description: str = "") -> Service:

@@ -7,7 +7,6 @@ import logging
 import re
 import signal
 import socket
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,16 +15,6 @@ from topchef_worker import TopChefClient
 from topchef_worker.testing import TopChefServer
 
 REQUESTS_LOGGER = "topchef_worker.testing.requests"
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    started: list[Process] = []
-    yield started
-    for process in started:
-        if process.popen.poll() is None:
-            process.popen.kill()
-            process.finish()
 
 
 def serve(processes: list[Process], *args: str) -> tuple[Process, str]:

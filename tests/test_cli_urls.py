@@ -9,7 +9,6 @@ every command.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,16 +47,6 @@ def app(tmp_path: Path) -> Path:
     path = tmp_path / "urlapp.py"
     path.write_text(APP)
     return path
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    started: list[Process] = []
-    yield started
-    for process in started:
-        if process.popen.poll() is None:
-            process.popen.kill()
-            process.finish()
 
 
 def dead_url() -> str:
