@@ -119,11 +119,12 @@ def run_demo(
     )(fid)
     finished: dict[str, float] = {}
     failures: list[str] = []
-    lock = threading.Lock()
+    lock = threading.Condition()  # listeners run on a thread of their own: wait for them
 
     def record(event: Event) -> None:
         if isinstance(event, (JobCompleted, JobFailed)):
             with lock:
+                lock.notify_all()
                 finished[event.job_id] = event.time
                 if isinstance(event, JobFailed):
                     failures.append(event.error)
@@ -185,6 +186,8 @@ def _submit_and_run(
         failed_job = failed_job or (job.id if points == 200 else None)
     worker.wait_for(lambda stats: stats.completed + stats.failed >= jobs, timeout=3600)
     elapsed = time.time() - start
+    with progress.lock:  # the last events may still be on their way to the listener
+        progress.lock.wait_for(lambda: len(finished) >= jobs, timeout=5.0)
     progress.stop()
     latencies = [finished[job] - submitted[job] for job in submitted if job in finished]
     summary: dict[str, Any] = {
@@ -222,7 +225,7 @@ class _Progress:
         worker: Worker,
         finished: dict[str, float],
         failures: list[str],
-        lock: threading.Lock,
+        lock: threading.Condition,
         start: float,
     ) -> None:
         self.out, self.total, self.worker = out, total, worker
