@@ -9,14 +9,11 @@ journal and outbox are private to their user.
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import logging
 import os
 import stat
 import subprocess
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,69 +126,36 @@ def test_the_worker_s_files_are_private(server: TopChefServer, tmp_path: Path) -
     assert {"journal.jsonl": 0o600, "journal.jsonl.lease": 0o600} == modes
 
 
-class _Listener:
-    """An HTTP server on loopback that records what is fetched from it."""
-
-    def __init__(self) -> None:
-        hits: list[str] = []
-        self.hits = hits
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                hits.append(self.path)
-                body = b'{"type": "string"}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/schema.json"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def listener() -> Iterator[_Listener]:
-    made = _Listener()
-    yield made
-    made.close()
-
-
-def test_a_described_schema_with_a_remote_ref_is_refused(listener: _Listener) -> None:
+def test_a_described_schema_with_a_remote_ref_is_refused(
+    ref_target: tuple[str, list[str]],
+) -> None:
+    url, hits = ref_target
     worker = Worker("http://127.0.0.1:9")
     with pytest.raises(ConfigurationError, match="never fetched") as refused:
         worker.handler(
             name="x",
             description="d",
             job_registration_schema={},
-            job_result_schema={"properties": {"sum": {"$ref": listener.url}}},
+            job_result_schema={"properties": {"sum": {"$ref": url}}},
         )(lambda parameters: {})
-    assert listener.url in str(refused.value)
-    assert [] == listener.hits
+    assert url in str(refused.value)
+    assert [] == hits
 
 
 def test_a_stored_schema_with_a_remote_ref_is_never_fetched(
     server: TopChefServer,
     client: TopChefClient,
-    listener: _Listener,
+    ref_target: tuple[str, list[str]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A service registered elsewhere whose result schema points at a URL: the worker
     says it makes no local check, and neither it nor the test server fetches it."""
+    url, hits = ref_target
     service = client.create_service(
         name="x",
         description="d",
         job_registration_schema={},
-        job_result_schema={"properties": {"sum": {"$ref": listener.url}}},
+        job_result_schema={"properties": {"sum": {"$ref": url}}},
     )
     # The server cannot resolve it either: 500s, tried quickly here.
     worker = fast_worker(server, retry=RetryPolicy.forever(initial=0.01, maximum=0.05))
@@ -199,7 +163,7 @@ def test_a_stored_schema_with_a_remote_ref_is_never_fetched(
     client.submit_job(service.id, {})
     with caplog.at_level(logging.WARNING, logger="topchef_worker"):
         worker.run(until_idle=True)
-    assert [] == listener.hits
+    assert [] == hits
     assert any(
         f"the result schema of service {service.id} refers to other documents with $ref"
         in r.getMessage()
