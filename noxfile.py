@@ -86,31 +86,14 @@ def bench(session: nox.Session) -> None:
     session.install(".[dask]")
     session.run("python", "benchmarks/dask_pool.py", "--json", f"{results}/dask_pool.json")
     # Worker processes on one service: one active (targets checked), then shared.
-    session.run(
-        "python",
-        "benchmarks/fleet.py",
-        "--workers",
-        "1",
-        "2",
-        "4",
-        "--kill",
-        "--sigterm",
-        "--check",
-        "--json",
-        f"{results}/fleet.json",
-        "--markdown",
-        f"{results}/fleet.md",
-    )
-    session.run(
-        "python",
-        "benchmarks/fleet.py",
-        "--workers",
-        "1",
-        "2",
-        "4",
-        "--shared",
-        "--json",
-        f"{results}/fleet-shared.json",
-        "--markdown",
-        f"{results}/fleet-shared.md",
-    )
+    for name, mode in (
+        ("fleet", ["--kill", "--sigterm", "--check"]),
+        ("fleet-shared", ["--shared"]),
+    ):
+        session.run(
+            "python",
+            "benchmarks/fleet.py",
+            *("--workers", "1", "2", "4"),
+            *mode,
+            *("--json", f"{results}/{name}.json", "--markdown", f"{results}/{name}.md"),
+        )
