@@ -673,39 +673,6 @@ class _CtrlCAt(logging.Filter):
         return True
 
 
-def test_a_ctrl_c_as_the_stop_begins_still_stops_the_worker(
-    client: TopChefClient,
-    server: TopChefServer,
-    adder: Service,
-    harness: Harness,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """The second Ctrl-C of ``with worker:`` lands after the worker turned STOPPING
-    and before its stop sequence was launched: the stop still happens, at once (the
-    running job goes back to the queue), and the Ctrl-C reaches the caller."""
-    hold = harness.hold()
-    worker = harness.worker()
-    worker.handler(adder.id)(hold)
-    job = client.submit_job(adder.id, {"a": 1, "b": 2})
-    harness.start(worker)
-    hold.wait_started()
-    caplog.set_level(logging.INFO, "topchef_worker")  # the record is made, and filtered
-    interrupt = _CtrlCAt("worker stopping")
-    logger = logging.getLogger("topchef_worker")
-    logger.addFilter(interrupt)
-    try:
-        call = harness.call(worker.stop, None, name="test-stop")
-        with pytest.raises(KeyboardInterrupt):
-            call.result(MARGIN, "stop()")
-    finally:
-        logger.removeFilter(interrupt)
-    hold.release.set()
-
-    assert (1, WorkerState.STOPPED) == (interrupt.raised, worker.state)
-    assert JobStatus.REGISTERED == client.job(job.id).status
-    assert [] == harness.threads_left(hold.inside())
-
-
 class _ThreadingWithCtrlC:
     """The ``threading`` module as ``_shutdown`` sees it, but making the stop thread
     raises KeyboardInterrupt once: a Ctrl-C landing inside the launch itself."""
@@ -723,29 +690,47 @@ class _ThreadingWithCtrlC:
         return threading.Thread(*args, **kwargs)
 
 
-def test_a_ctrl_c_inside_the_launch_of_the_stop_still_stops_the_worker(
+@pytest.mark.parametrize(
+    ("where", "timeout"),
+    [("as-the-stop-begins", None), ("inside-the-launch", 1.0)],
+)
+def test_a_ctrl_c_during_the_start_of_the_stop_still_stops_the_worker(
     client: TopChefClient,
     adder: Service,
     harness: Harness,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    where: str,
+    timeout: float | None,
 ) -> None:
-    """The launch is interrupted before its thread exists: stop() launches again, the
-    sequence runs once, the running job goes back to the queue, and the Ctrl-C
-    reaches the caller."""
+    """The second Ctrl-C of ``with worker:`` lands after the worker turned STOPPING
+    and before its stop sequence was launched, or inside the launch, before its
+    thread exists: the stop still happens, once and at once (the running job goes
+    back to the queue), and the Ctrl-C reaches the caller."""
     hold = harness.hold()
     worker = harness.worker()
     worker.handler(adder.id)(hold)
     job = client.submit_job(adder.id, {"a": 1, "b": 2})
     harness.start(worker)
     hold.wait_started()
-    shim = _ThreadingWithCtrlC()
-    monkeypatch.setattr("topchef_worker._shutdown.threading", shim)
-    call = harness.call(worker.stop, 1.0, name="test-stop")
-    with pytest.raises(KeyboardInterrupt):
-        call.result(1.0 + MARGIN, "stop(timeout=1)")
-    monkeypatch.undo()
+    interrupt: _CtrlCAt | _ThreadingWithCtrlC
+    if where == "as-the-stop-begins":
+        caplog.set_level(logging.INFO, "topchef_worker")  # the record is made, and filtered
+        interrupt = _CtrlCAt("worker stopping")
+        logging.getLogger("topchef_worker").addFilter(interrupt)
+    else:
+        interrupt = _ThreadingWithCtrlC()
+        monkeypatch.setattr("topchef_worker._shutdown.threading", interrupt)
+    try:
+        call = harness.call(worker.stop, timeout, name="test-stop")
+        with pytest.raises(KeyboardInterrupt):
+            call.result((timeout or 0.0) + MARGIN, "stop()")
+    finally:
+        monkeypatch.undo()
+        if isinstance(interrupt, _CtrlCAt):
+            logging.getLogger("topchef_worker").removeFilter(interrupt)
     hold.release.set()
 
-    assert (1, WorkerState.STOPPED) == (shim.raised, worker.state)
+    assert (1, WorkerState.STOPPED) == (interrupt.raised, worker.state)
     assert JobStatus.REGISTERED == client.job(job.id).status
     assert [] == harness.threads_left(hold.inside())
