@@ -9,6 +9,8 @@ same port: a fresh :class:`TopChefServer` there is the empty database.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -175,3 +177,31 @@ def test_a_brief_404_finds_the_same_service_and_serves_it_on(
     messages = [r.getMessage() for r in caplog.records]
     assert any(f"service {service_id} answers again" in m for m in messages), messages
     assert not any("served again" in m for m in messages)
+
+
+def test_stop_while_registering_again_is_bounded_and_leaves_no_thread(
+    first: TopChefServer, cleanup: list[Any]
+) -> None:
+    """The server lost the service and then answers 503 to every registration: the
+    re-registration retries until stop(), which returns within its bound, with no
+    thread of the worker's left and the service still reported missing till then."""
+    before = set(threading.enumerate())
+    worker = fast_worker(first, heartbeat_interval=0.05)
+    worker.handler(name="adder", description="adds", service_timeout=3, **SCHEMAS)(add)
+    worker.start()
+    served(worker, ServiceRole.ACTIVE)
+    fresh = empty_server_on(first, cleanup)
+    fresh.faults.fail_next(10_000, status=503, method="GET", path="/services")
+    worker.wait_for(lambda s: s.state is WorkerState.DEGRADED, WAIT)
+    fresh.wait_for_requests(
+        lambda log: sum(r.method == "GET" and r.path == "/services" for r in log) >= 3, WAIT
+    )
+    health = worker.health()
+    began = time.monotonic()
+    worker.stop(timeout=1.0)
+    elapsed = time.monotonic() - began
+
+    assert any("registering it again" in reason for reason in health.reasons), health.reasons
+    assert (WorkerState.STOPPED, True) == (worker.state, elapsed < 1.0 + Worker.STOP_MARGIN)
+    left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert [] == [name for name in left if name.startswith("topchef-") and "server" not in name]
